@@ -1,0 +1,47 @@
+"""Featurize (seed step 3): labels to integers and images to one compact uint8 array.
+
+The ``LabelEncoder`` mapping (cat -> 0, dog -> 1) is saved beside the array and copied
+into every model's sidecar, so training and serving agree on what index 1 means. Every
+image is decoded and resized exactly once, here, through :mod:`lifecycle.images`; no later
+stage opens an image file.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.preprocessing import LabelEncoder
+
+from lifecycle.errors import UserError
+from lifecycle.images import load_array
+from lifecycle.params import require
+from lifecycle.progress import progress
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturizeParams:
+    image_size: int = 64  # side of the square every image is resized to, pixels
+
+    def __post_init__(self) -> None:
+        require(16 <= self.image_size <= 512, "image_size", f"must be between 16 and 512, got {self.image_size}")
+
+
+def encode_labels(labels: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Integer codes and the class names in code order (alphabetical, as LabelEncoder does)."""
+    present = sorted(set(labels.dropna()))
+    if len(present) < 2:
+        raise UserError(f"featurize needs images of at least two classes, found only: {', '.join(present) or 'none'}.")
+    encoder = LabelEncoder()
+    codes = encoder.fit_transform(labels.to_numpy(dtype=str)).astype(np.int64)
+    return codes, [str(c) for c in encoder.classes_]
+
+
+def decode_all(manifest: pd.DataFrame, raw_dir: Path, image_size: int) -> np.ndarray:
+    """Decode and resize every image of ``manifest`` into one (N, S, S, 3) uint8 array."""
+    images = np.empty((len(manifest), image_size, image_size, 3), dtype=np.uint8)
+    paths = manifest["image_path"].tolist()
+    for i, name in enumerate(progress(paths, desc="featurize: decoding images", total=len(paths))):
+        images[i] = load_array(raw_dir / name, image_size)
+    return images

@@ -1,0 +1,113 @@
+"""The one image-decoding path: bytes or a file in, an RGB uint8 array of the model's size out.
+
+featurize (training data), serve (``/predict``) and predict (batch CSV) all call
+:func:`decode_image` and :func:`resize_to_array`, so a model sees the same pixels in
+production as in training: EXIF orientation applied, the first frame of an animation,
+every mode (grayscale, palette, RGBA, CMYK, 16-bit) made RGB, transparency composited on
+white, then one resize. The pixel count is checked from the header, before decoding, so a
+decompression bomb is refused without allocating it.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# ImageNet statistics: the convention every torchvision backbone was built for, recorded
+# in each model's sidecar so that serving normalises exactly as training did.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Larger than any photo a phone takes (about 50 megapixels), far below what exhausts memory.
+DEFAULT_MAX_PIXELS = 64_000_000
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not an image this pipeline can use; the message says why."""
+
+
+def read_header(source: bytes | Path) -> tuple[int, int, str, str]:
+    """Width, height, mode and format from the header alone (no pixel decoding)."""
+    with _open(source) as image:
+        return image.width, image.height, image.mode, image.format or "unknown"
+
+
+def decode_image(source: bytes | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode ``source`` fully into an RGB image, or raise :class:`ImageDecodeError`."""
+    with _open(source) as image:
+        if image.width * image.height > max_pixels:
+            raise ImageDecodeError(
+                f"image is {image.width}x{image.height} pixels, over the limit of {max_pixels}"
+            )
+        try:
+            image.seek(0)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return to_rgb(image)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            raise ImageDecodeError(f"image data is truncated or corrupt ({error})") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; transparency is composited on a white background."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        low, high = float(pixels.min()), float(pixels.max())
+        scaled = (pixels - low) * (255.0 / (high - low)) if high > low else np.zeros_like(pixels)
+        image = Image.fromarray(scaled.round().astype(np.uint8), mode="L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def resize_to_array(image: Image.Image, size: int) -> np.ndarray:
+    """Resize to ``size`` x ``size`` (bilinear, antialiased) as a uint8 array (H, W, 3)."""
+    resized = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    return np.asarray(resized, dtype=np.uint8).copy()
+
+
+def load_array(source: bytes | Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """:func:`decode_image` then :func:`resize_to_array`: the whole path in one call."""
+    return resize_to_array(decode_image(source, max_pixels=max_pixels), size)
+
+
+def to_model_input(
+    images: np.ndarray | torch.Tensor,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> torch.Tensor:
+    """uint8 images (N, H, W, 3) or (N, 3, H, W) to the normalised float batch a model takes."""
+    batch = torch.as_tensor(images)
+    if batch.ndim == 3:
+        batch = batch.unsqueeze(0)
+    if batch.shape[-1] == 3 and batch.shape[1] != 3:
+        batch = batch.permute(0, 3, 1, 2)
+    batch = batch.float().div_(255.0)
+    mean_t = torch.tensor(mean, dtype=batch.dtype, device=batch.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=batch.dtype, device=batch.device).view(1, -1, 1, 1)
+    return (batch - mean_t) / std_t
+
+
+def _open(source: bytes | Path) -> Image.Image:
+    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else Path(source)
+    if isinstance(stream, io.BytesIO) and not source:
+        raise ImageDecodeError("the file is empty")
+    try:
+        with warnings.catch_warnings():
+            # We enforce our own pixel cap before decoding; Pillow's warning adds nothing.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(stream)
+    except Image.DecompressionBombError as error:
+        raise ImageDecodeError(f"image is too large to decode safely ({error})") from None
+    except FileNotFoundError:
+        raise ImageDecodeError("the file does not exist") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise ImageDecodeError(f"not a recognised image format ({type(error).__name__})") from None

@@ -1,0 +1,124 @@
+"""Atomic, deterministic writers and their readers.
+
+Every output is written to a temporary file beside its destination and moved into place
+with ``os.replace``, so an interrupted stage never leaves a half-written file for DVC to
+cache. Writers are byte-deterministic (sorted JSON keys, fixed zip timestamps) so that the
+same inputs give the same hashes in ``dvc.lock``.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lifecycle.errors import UserError
+from lifecycle.paths import relative
+
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o644)
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield a fresh temporary folder that replaces the folder ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_bytes_atomic(data: bytes, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert numpy scalars and arrays (and nested containers of them) to plain JSON."""
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+def write_json_atomic(payload: Mapping[str, Any], path: Path) -> None:
+    text = json.dumps(to_jsonable(payload), indent=2, sort_keys=True) + "\n"
+    write_bytes_atomic(text.encode(), path)
+
+
+def read_json(path: Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{relative(path)} does not exist; run the stage that writes it first (dvc repro).")
+    return json.loads(path.read_text())
+
+
+def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
+    write_bytes_atomic(frame.to_csv(index=False, lineterminator="\n").encode(), path)
+
+
+def write_arrays_atomic(path: Path, **arrays: np.ndarray) -> None:
+    """Write arrays as an ``.npz`` that ``np.load`` reads, with fixed timestamps.
+
+    ``np.savez`` stamps each member with the current time, which would change the file's
+    hash on every run; this writer stamps 1980-01-01 so identical arrays give identical bytes.
+    """
+    with atomic_path(path) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for name in sorted(arrays):
+                buffer = io.BytesIO()
+                np.lib.format.write_array(buffer, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
+                info.external_attr = 0o644 << 16
+                archive.writestr(info, buffer.getvalue())
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{relative(path)} does not exist; run the stage that writes it first (dvc repro).")
+    with np.load(path, allow_pickle=False) as archive:
+        return {name: archive[name] for name in archive.files}

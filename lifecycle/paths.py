@@ -1,0 +1,41 @@
+"""Every path the pipeline reads or writes, in one place.
+
+Paths are anchored at the repository root (the folder holding ``dvc.yaml``), found from
+this file, so stages, tests and DVC experiments in temporary copies all agree.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = ROOT / "params.yaml"
+
+DATA = ROOT / "data"
+RAW = DATA / "raw"
+RAW_IMAGES = RAW / "images"
+RAW_MANIFEST = RAW / "animal_dataset.csv"
+
+INTERIM = DATA / "interim"
+CLEAN_MANIFEST = INTERIM / "clean.csv"
+IMPUTED_MANIFEST = INTERIM / "imputed.csv"
+
+PROCESSED = DATA / "processed"
+FEATURES = PROCESSED / "features.npz"
+CLASSES = PROCESSED / "classes.json"
+SPLITS = PROCESSED / "split"
+TRAIN = SPLITS / "train.npz"
+VAL = SPLITS / "val.npz"
+TEST = SPLITS / "test.npz"
+TRAIN_BALANCED = PROCESSED / "train_balanced.npz"
+
+MODELS = ROOT / "models"
+METRICS = ROOT / "metrics"
+PLOTS = ROOT / "plots"
+
+
+def relative(path: Path) -> str:
+    """``path`` as the user sees it: relative to the repository root when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)

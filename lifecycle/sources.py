@@ -1,0 +1,161 @@
+"""Where the raw data comes from: the synthetic default, or a user's own images.
+
+``ingest`` copies every candidate image into ``data/raw/images`` and writes one manifest
+(``image_path,label,...``) so that every later stage sees one layout, whatever the source:
+
+- ``synthetic``: drawn from a seed (:mod:`lifecycle.synthetic`), messy on purpose;
+- ``kaggle``: the dogs-vs-cats layout, ``cat.123.jpg`` / ``dog.45.JPG`` in one folder;
+- ``imagefolder``: ``<root>/<class>/<image>``, one sub-folder per class;
+- ``csv``: an existing manifest of image paths (relative to the CSV's folder, or absolute)
+  and labels.
+
+Files that are plainly not images (``Thumbs.db``, ``.DS_Store``, text) are skipped and
+counted; files that look like images are kept even when damaged, because preprocessing
+is where each dropped row is accounted for.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from lifecycle.errors import UserError
+from lifecycle.images import ImageDecodeError, read_header
+from lifecycle.params import require
+from lifecycle.progress import progress
+from lifecycle.synthetic import SyntheticParams
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestParams:
+    source: Literal["synthetic", "kaggle", "imagefolder", "csv"] = "synthetic"
+    path: str | None = None        # folder (kaggle, imagefolder) or CSV file (csv); relative to the repo
+    path_column: str = "image_path"  # csv source: the column holding image paths
+    label_column: str = "label"      # csv source: the column holding labels
+    synthetic: SyntheticParams = dataclasses.field(default_factory=SyntheticParams)
+
+    def __post_init__(self) -> None:
+        require(self.source == "synthetic" or bool(self.path), "path", f"is required when source is '{self.source}'")
+
+
+@dataclasses.dataclass
+class IngestResult:
+    manifest: pd.DataFrame
+    skipped: Counter = dataclasses.field(default_factory=Counter)
+
+
+def _classify_file(path: Path) -> str | None:
+    """None for a file to keep, else the reason to skip it."""
+    if path.name.startswith(".") or path.name.lower() in {"thumbs.db", "desktop.ini"}:
+        return "hidden_or_system_file"
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return "not_an_image"
+    return None
+
+
+def _files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def _require_folder(path: Path, key: str = "ingest.path") -> None:
+    if not path.exists():
+        raise UserError(f"{key}: folder '{path}' does not exist.")
+    if not path.is_dir():
+        raise UserError(f"{key}: '{path}' is not a folder.")
+
+
+def _copy_into(files: list[tuple[Path, str, str]], out_dir: Path) -> pd.DataFrame:
+    """Copy (source, manifest path, label) triples under ``out_dir``; return the manifest."""
+    rows = []
+    for source, name, label in progress(files, desc="ingest: copying images", total=len(files)):
+        target = out_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_file():
+            shutil.copyfile(source, target)
+        rows.append({"image_path": name, "label": label})
+    return pd.DataFrame(rows, columns=["image_path", "label"])
+
+
+def _require_some_readable(files: list[Path], where: Path) -> None:
+    for path in files:
+        try:
+            read_header(path)
+            return
+        except ImageDecodeError:
+            continue
+    raise UserError(f"ingest.path: '{where}' holds no readable image.")
+
+
+def from_kaggle(root: Path, out_dir: Path) -> IngestResult:
+    _require_folder(root)
+    skipped: Counter = Counter()
+    kept = []
+    for path in _files_under(root):
+        reason = _classify_file(path)
+        label = path.name.split(".", 1)[0].strip().lower()
+        if reason is None and label not in {"cat", "dog"}:
+            reason = "name_not_cat_or_dog"
+        if reason:
+            skipped[reason] += 1
+            continue
+        kept.append((path, f"images/{path.relative_to(root).as_posix()}", label))
+    _require_some_readable([source for source, _, _ in kept], root)
+    return IngestResult(_copy_into(kept, out_dir), skipped)
+
+
+def from_imagefolder(root: Path, out_dir: Path) -> IngestResult:
+    _require_folder(root)
+    skipped: Counter = Counter()
+    kept = []
+    for path in _files_under(root):
+        relative = path.relative_to(root)
+        reason = _classify_file(path)
+        if reason is None and len(relative.parts) < 2:
+            reason = "not_in_a_class_folder"
+        if reason:
+            skipped[reason] += 1
+            continue
+        kept.append((path, f"images/{relative.as_posix()}", relative.parts[0]))
+    _require_some_readable([source for source, _, _ in kept], root)
+    return IngestResult(_copy_into(kept, out_dir), skipped)
+
+
+def from_csv(csv_path: Path, out_dir: Path, path_column: str, label_column: str) -> IngestResult:
+    if not csv_path.is_file():
+        raise UserError(f"ingest.path: CSV file '{csv_path}' does not exist.")
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise UserError(f"ingest.path: '{csv_path}' is not a readable CSV ({error}).".replace("\n", " ")) from None
+    for key, column in (("ingest.path_column", path_column), ("ingest.label_column", label_column)):
+        if column not in table.columns:
+            raise UserError(f"{key}: column '{column}' is not in '{csv_path}' (columns: {', '.join(table.columns)}).")
+    skipped: Counter = Counter()
+    base = csv_path.parent
+    kept, extras = [], []
+    for index, record in enumerate(table.to_dict("records")):
+        raw_path = record[path_column]
+        if not isinstance(raw_path, str) or not raw_path.strip():
+            skipped["empty_path"] += 1
+            continue
+        source = Path(raw_path.strip())
+        source = source if source.is_absolute() else base / source
+        reason = _classify_file(source)
+        if reason:
+            skipped[reason] += 1
+            continue
+        try:
+            name = f"images/{source.resolve().relative_to(base.resolve()).as_posix()}"
+        except ValueError:
+            name = f"images/external/{index:06d}_{source.name}"
+        kept.append((source, name, record[label_column]))
+        extras.append({k: v for k, v in record.items() if k not in (path_column, label_column)})
+    _require_some_readable([source for source, _, _ in kept if source.is_file()], csv_path)
+    manifest = _copy_into(kept, out_dir)
+    return IngestResult(pd.concat([manifest, pd.DataFrame(extras, index=manifest.index)], axis=1), skipped)
