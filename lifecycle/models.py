@@ -1,0 +1,138 @@
+"""Model architectures, and the one format every model is saved and loaded in.
+
+A model on disk is a folder with ``model.pt`` (a ``state_dict``, loaded with
+``torch.load(weights_only=True)``, so nothing is ever unpickled) and ``model.json``, the
+sidecar from which any consumer rebuilds it: architecture and its arguments, class names,
+image size and normalisation. :func:`build_model` is the single place that turns a spec
+into an ``nn.Module``.
+
+Architectures:
+- ``seed_cnn``: the seed's CNN (conv 3x3 -> ReLU -> max-pool, then one linear layer whose
+  input size follows from the image size); ``channels`` lists the conv blocks.
+- any torchvision classifier by name (``resnet18``, ``vgg16``, ``mobilenet_v3_small`` ...),
+  with its last classification layer replaced by one with ``num_classes`` outputs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+
+from lifecycle.errors import UserError
+from lifecycle.images import IMAGENET_MEAN, IMAGENET_STD
+from lifecycle.io import atomic_path, write_json_atomic
+from lifecycle.paths import relative
+
+WEIGHTS_FILE = "model.pt"
+SIDECAR_FILE = "model.json"
+
+
+class SeedCNN(nn.Module):
+    """The seed's CNN, generalised to any image size and a stack of conv blocks."""
+
+    def __init__(self, image_size: int = 64, num_classes: int = 2, channels: tuple[int, ...] = (32,)) -> None:
+        super().__init__()
+        if image_size % (2 ** len(channels)) != 0:
+            raise UserError(
+                f"image_size {image_size} must be divisible by 2**{len(channels)} for a CNN with {len(channels)} pooling blocks."
+            )
+        blocks: list[nn.Module] = []
+        in_channels = 3
+        for out_channels in channels:
+            blocks += [
+                nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(kernel_size=2, stride=2),
+            ]
+            in_channels = out_channels
+        self.conv = nn.Sequential(*blocks)
+        side = image_size // (2 ** len(channels))
+        self.fc = nn.Linear(in_channels * side * side, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        return self.fc(x.flatten(1))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild and feed a model; saved as the sidecar ``model.json``."""
+
+    architecture: str                     # "seed_cnn" or a torchvision.models classifier name
+    classes: list[str]                    # class names in output-index order
+    image_size: int                       # square input side, pixels
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    arguments: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. {"channels": [32]}
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)       # provenance: stage, params, metrics
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (tuple(v) if k in ("mean", "std") else v) for k, v in data.items() if k in known})
+
+
+def torchvision_classifiers() -> list[str]:
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
+    """Swap the last linear layer of a torchvision classifier for a ``num_classes`` one."""
+    for attribute in ("fc", "classifier", "head", "heads"):
+        head = getattr(model, attribute, None)
+        if isinstance(head, nn.Linear):
+            setattr(model, attribute, nn.Linear(head.in_features, num_classes))
+            return model
+        if isinstance(head, nn.Sequential):
+            for index in range(len(head) - 1, -1, -1):
+                if isinstance(head[index], nn.Linear):
+                    head[index] = nn.Linear(head[index].in_features, num_classes)
+                    return model
+    raise UserError(f"cannot find the classification layer of {type(model).__name__} to replace.")
+
+
+def build_model(spec: ModelSpec) -> nn.Module:
+    """A freshly initialised model for ``spec`` (weights are loaded separately)."""
+    num_classes = len(spec.classes)
+    if spec.architecture == "seed_cnn":
+        channels = tuple(spec.arguments.get("channels", (32,)))
+        return SeedCNN(spec.image_size, num_classes, channels)
+    if spec.architecture not in torchvision_classifiers():
+        raise UserError(
+            f"unknown architecture '{spec.architecture}'; use seed_cnn or a torchvision.models classifier such as resnet18."
+        )
+    model = torchvision.models.get_model(spec.architecture, weights=None)
+    return replace_head(model, num_classes)
+
+
+def save_model(model: nn.Module, spec: ModelSpec, folder: Path) -> None:
+    """Write ``model.pt`` (state_dict) and ``model.json`` (sidecar) atomically into ``folder``."""
+    module = model.module if hasattr(model, "module") else model  # unwrap DistributedDataParallel
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    with atomic_path(Path(folder) / WEIGHTS_FILE) as tmp:
+        torch.save(state, tmp)
+    write_json_atomic(spec.to_dict(), Path(folder) / SIDECAR_FILE)
+
+
+def load_spec(folder: Path) -> ModelSpec:
+    sidecar = Path(folder) / SIDECAR_FILE
+    if not sidecar.is_file():
+        raise UserError(f"{relative(sidecar)} does not exist; train and select a model first (dvc repro).")
+    return ModelSpec.from_dict(json.loads(sidecar.read_text()))
+
+
+def load_model(folder: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:
+    """Rebuild the model in ``folder`` from its sidecar and weights, in eval mode."""
+    spec = load_spec(folder)
+    model = build_model(spec)
+    state = torch.load(Path(folder) / WEIGHTS_FILE, map_location=device, weights_only=True)
+    model.load_state_dict(state)
+    return model.to(device).eval(), spec
