@@ -66,8 +66,9 @@ class SyntheticParams:
 def draw_animal(label: str, rng: np.random.Generator, separation: float = 1.0) -> Image.Image:
     """One 128x128 RGB face; ``label`` shifts the ear and snout cues, nothing else."""
     sign = 1.0 if label == "cat" else -1.0
-    ear_point = float(np.clip(0.5 + sign * 0.19 * separation + rng.normal(0, 0.17), 0, 1))
-    snout = float(np.clip(0.5 - sign * 0.13 * separation + rng.normal(0, 0.2), 0, 1))
+    ear_point = float(np.clip(0.5 + sign * 0.3 * separation + rng.normal(0, 0.15), 0, 1))
+    snout = float(np.clip(0.5 - sign * 0.15 * separation + rng.normal(0, 0.2), 0, 1))
+    whiskers = rng.random() < (0.5 + sign * 0.3 * min(separation, 1.6))
 
     background = tuple(int(c) for c in rng.integers(40, 230, size=3))
     image = Image.new("RGB", (CANVAS, CANVAS), background)
@@ -87,13 +88,13 @@ def draw_animal(label: str, rng: np.random.Generator, separation: float = 1.0) -
     for side in (-1, 1):
         base_angle = math.radians(-90 + side * rng.uniform(30, 45))
         bx, by = cx + r * math.cos(base_angle), cy + r * math.sin(base_angle)
-        droop = math.radians((1 - ear_point) * 130)  # 0: upright, 130 degrees: hanging down
-        length = r * (0.55 + 0.45 * ear_point)
-        half_base = r * (0.22 + 0.22 * (1 - ear_point))
-        direction = math.radians(-90) + side * (math.radians(20) + droop)
+        droop = math.radians((1 - ear_point) * 150)  # 0: upright, 150 degrees: hanging down
+        length = r * (0.95 - 0.35 * ear_point)
+        half_base = r * (0.15 + 0.25 * (1 - ear_point))
+        direction = math.radians(-90) + side * (math.radians(15) + droop)
         tx, ty = bx + length * math.cos(direction), by + length * math.sin(direction)
         nx, ny = -math.sin(direction), math.cos(direction)
-        bulge = (1 - ear_point) * half_base
+        bulge = (1 - ear_point) * half_base * 1.2
         mx, my = (bx + tx) / 2, (by + ty) / 2
         polygon = [
             (bx + nx * half_base, by + ny * half_base),
@@ -110,6 +111,10 @@ def draw_animal(label: str, rng: np.random.Generator, separation: float = 1.0) -
     sy = cy + r * 0.25
     draw.ellipse([cx - snout_w, sy - snout_h * 0.4, cx + snout_w, sy + snout_h], fill=tuple(min(255, c + 40) for c in fur))
     draw.ellipse([cx - 4, sy - 3, cx + 4, sy + 3], fill=(25, 20, 20))
+    if whiskers:
+        for side in (-1, 1):
+            for dy in (-3, 1, 5):
+                draw.line([cx + side * 6, sy + dy * 0.5, cx + side * r * 1.05, sy + dy * 1.6], fill=(20, 20, 20), width=1)
     for side in (-1, 1):
         ex, ey = cx + side * r * 0.4, cy - r * 0.2
         draw.ellipse([ex - 3.5, ey - 3.5, ex + 3.5, ey + 3.5], fill=(15, 15, 15))
