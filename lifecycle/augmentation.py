@@ -41,12 +41,12 @@ class AugmentParams:
 def build_augmentation(params: AugmentParams, image_size: int) -> v2.Compose:
     """The training-time augmentation for square uint8 images of side ``image_size``."""
     steps: list[torch.nn.Module] = []
+    if params.rotation > 0:  # first, so that the crop trims most of the corners it uncovers
+        steps.append(v2.RandomRotation(params.rotation))
     if params.crop_scale < 1.0:
         steps.append(v2.RandomResizedCrop(image_size, scale=(params.crop_scale, 1.0), antialias=True))
     if params.hflip > 0:
         steps.append(v2.RandomHorizontalFlip(p=params.hflip))
-    if params.rotation > 0:
-        steps.append(v2.RandomRotation(params.rotation))
     if any((params.brightness, params.contrast, params.saturation, params.hue)):
         steps.append(v2.ColorJitter(params.brightness, params.contrast, params.saturation, params.hue))
     return v2.Compose(steps)

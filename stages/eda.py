@@ -1,0 +1,53 @@
+"""EDA (seed step 6): label distribution before cleaning, after cleaning and after
+synthesis (seaborn, as in the seed), the raw image-size distribution, and the per-class
+mean image; figures in plots/eda/, a summary in metrics/eda.json.
+
+in: data/raw, data/interim/{clean,imputed}.csv, data/processed/{features,train_balanced}.npz
+out: plots/eda/*.png, metrics/eda.json   params: none
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from lifecycle import exploration, paths
+from lifecycle.errors import run_stage
+from lifecycle.figures import class_means, label_distributions, save_figure, size_distribution
+from lifecycle.io import read_arrays, read_json, write_json_atomic
+from stages.impute import read_manifest
+from stages.preprocess import read_raw_manifest
+
+EDA_PLOTS = paths.PLOTS / "eda"
+
+
+def main() -> None:
+    raw = read_raw_manifest()
+    clean = read_manifest(paths.CLEAN_MANIFEST)
+    imputed = read_manifest(paths.IMPUTED_MANIFEST)
+    features = read_arrays(paths.FEATURES)
+    balanced = read_arrays(paths.TRAIN_BALANCED)
+    classes = read_json(paths.CLASSES)["classes"]
+
+    panels = {
+        "as ingested": exploration.raw_labels(raw),
+        "after cleaning": imputed[["label"]],
+        "training split after synthesis": exploration.balanced_labels(balanced["labels"], balanced["synthetic"], classes),
+    }
+    save_figure(label_distributions(panels), EDA_PLOTS / "label_distribution.png")
+    sizes = clean[["width", "height"]].assign(label=clean["label"].fillna("<missing>"))
+    save_figure(size_distribution(sizes), EDA_PLOTS / "image_sizes.png")
+    means = exploration.class_mean_images(features["images"], features["labels"], classes)
+    save_figure(class_means(means), EDA_PLOTS / "class_means.png")
+
+    summary = {
+        "labels_as_ingested": exploration.counts(panels["as ingested"]),
+        "labels_after_cleaning": exploration.counts(imputed),
+        "labels_after_synthesis": exploration.counts(panels["training split after synthesis"]),
+        "raw_images": exploration.size_summary(clean),
+        "class_mean_intensity": {name: round(float(image.mean()), 3) for name, image in means.items()},
+    }
+    write_json_atomic(summary, paths.METRICS / "eda.json")
+    print(f"eda: figures in {paths.relative(EDA_PLOTS)}, summary in metrics/eda.json")
+
+
+if __name__ == "__main__":
+    run_stage(main)
