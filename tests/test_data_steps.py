@@ -1,0 +1,146 @@
+"""Unit tests of each data step's logic on tiny data."""
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from lifecycle.cleaning import ImputeParams, PreprocessParams, impute, preprocess
+from lifecycle.errors import UserError
+from lifecycle.features import decode_all, encode_labels
+from lifecycle.images import ImageDecodeError, read_header
+from lifecycle.io import read_arrays, write_arrays_atomic
+from lifecycle.splitting import SplitParams, content_groups, split_indices
+from lifecycle.synthesis import SynthesizeParams, balance
+from lifecycle.synthetic import SyntheticParams, generate
+
+
+def tree_digest(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_synthetic_data_is_deterministic_and_messy(tmp_path):
+    params = SyntheticParams(count=200)
+    first = generate(params, seed=7, out_dir=tmp_path / "a")
+    second = generate(params, seed=7, out_dir=tmp_path / "b")
+    pd.testing.assert_frame_equal(first, second)
+    assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
+
+    assert "Unnecessary_Column" in first.columns
+    assert first.duplicated().sum() >= 1
+    assert first["label"].isna().sum() >= 1
+    assert (first["image_path"] != first["image_path"].str.strip()).sum() >= 1
+    assert {"Cat", "DOG"} & set(first["label"].dropna()) and any(l.startswith(" ") for l in first["label"].dropna())
+    labels = first["label"].dropna().str.strip().str.lower()
+    assert 0.6 < (labels == "cat").mean() < 0.8
+    missing = [p for p in first["image_path"].str.strip() if not (tmp_path / "a" / p).exists()]
+    assert missing
+    modes = set()
+    for path in (tmp_path / "a" / "images").glob("img_*"):
+        try:
+            modes.add(read_header(path)[2])
+        except ImageDecodeError:  # the corrupt files the generator makes on purpose
+            continue
+    assert {"RGB", "L", "RGBA", "P"} <= modes
+
+
+def make_raw(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, color in [("a.png", (255, 0, 0)), ("b.png", (0, 255, 0)), ("c.png", (0, 0, 255)), ("d.png", (9, 9, 9))]:
+        Image.new("RGB", (20, 20), color).save(images / name)
+    (images / "copy_of_a.png").write_bytes((images / "a.png").read_bytes())
+    (images / "broken.png").write_bytes((images / "b.png").read_bytes()[:40])
+    raw = pd.DataFrame(
+        {
+            "image_path": ["images/a.png", "images/a.png", " images/b.png ", "images/c.png", "images/copy_of_a.png",
+                           "images/broken.png", "images/gone.png", "images/d.png", "../outside.png", "images/c.png"],
+            "label": ["Cat", "Cat", " DOG", None, "cat", "dog", "dog", "horse", "cat", "kitten"],
+            "Unnecessary_Column": list("abcdefghij"),
+        }
+    )
+    return raw
+
+
+def test_preprocess_accounts_for_every_row(tmp_path):
+    raw = make_raw(tmp_path)
+    params = PreprocessParams(label_aliases={"kitten": "cat"})
+    clean, report = preprocess(raw, tmp_path, params)
+    summary = report.as_dict()
+    assert summary["rows_in"] == 10
+    assert summary["rows_kept"] + summary["rows_dropped"] == 10
+    assert summary["dropped_by_reason"] == {
+        "duplicate_row": 1, "duplicate_image": 2, "missing_file": 1, "unreadable_image": 1,
+        "unknown_label": 1, "path_outside_raw": 1, "empty_path": 0,
+    }
+    assert "Unnecessary_Column" not in clean.columns
+    assert sorted(clean["image_path"]) == ["images/a.png", "images/b.png", "images/c.png"]
+    # c.png appeared unlabelled and as 'kitten': the labelled row is the one kept
+    assert dict(zip(clean["image_path"], clean["label"])) == {"images/a.png": "cat", "images/b.png": "dog", "images/c.png": "cat"}
+
+
+def test_impute_strategies():
+    clean = pd.DataFrame({"image_path": list("abcde"), "label": ["cat", "cat", "dog", np.nan, np.nan]})
+    dropped, report = impute(clean, ImputeParams("drop"))
+    assert len(dropped) == 3 and report["rows_dropped"] == 2 and report["labels_imputed"] == 0
+    filled, report = impute(clean, ImputeParams("most_frequent"))
+    assert filled["label"].tolist() == ["cat", "cat", "dog", "cat", "cat"]
+    assert report["labels_imputed"] == 2 and report["imputed_value"] == "cat"
+
+
+def test_label_encoding_is_alphabetical_and_needs_two_classes():
+    codes, classes = encode_labels(pd.Series(["dog", "cat", "dog"]))
+    assert classes == ["cat", "dog"] and codes.tolist() == [1, 0, 1]
+    with pytest.raises(UserError, match="two classes"):
+        encode_labels(pd.Series(["cat", "cat"]))
+
+
+def test_featurize_decodes_once_into_uint8(tmp_path):
+    Image.new("L", (50, 30), 128).save(tmp_path / "x.png")
+    images = decode_all(pd.DataFrame({"image_path": ["x.png"]}), tmp_path, 16)
+    assert images.shape == (1, 16, 16, 3) and images.dtype == np.uint8 and images[0, 0, 0].tolist() == [128] * 3
+
+
+def test_split_is_stratified_and_keeps_identical_pictures_together(tiny_images):
+    images, labels = tiny_images
+    images = np.concatenate([images, images[:5]])  # five pictures appear twice
+    labels = np.concatenate([labels, labels[:5]])
+    groups = content_groups(images)
+    parts = split_indices(labels, groups, SplitParams(0.2, 0.2), seed=3)
+    assert sorted(np.concatenate(list(parts.values())).tolist()) == list(range(len(labels)))
+    seen = [set(groups[idx]) for idx in parts.values()]
+    assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
+    for idx in parts.values():
+        assert 0.5 < (labels[idx] == 0).mean() < 0.9
+    again = split_indices(labels, groups, SplitParams(0.2, 0.2), seed=3)
+    assert all(np.array_equal(parts[k], again[k]) for k in parts)
+
+
+def test_smote_balances_and_flags_synthetic_rows(tiny_images):
+    images, labels = tiny_images
+    out_images, out_labels, synthetic = balance(images, labels, SynthesizeParams("smote", 3), seed=0)
+    assert np.bincount(out_labels).tolist() == [28, 28]
+    assert synthetic.sum() == 16 and not synthetic[:40].any()
+    assert np.array_equal(out_images[:40], images) and out_images.dtype == np.uint8
+    same = balance(images, labels, SynthesizeParams("smote", 3), seed=0)
+    assert np.array_equal(same[0], out_images)
+    unchanged = balance(images, labels, SynthesizeParams("none"), seed=0)
+    assert len(unchanged[1]) == 40 and not unchanged[2].any()
+    assert np.bincount(balance(images, labels, SynthesizeParams("random_over"), seed=0)[1]).tolist() == [28, 28]
+
+
+def test_smote_with_too_few_minority_images_names_the_key(tiny_images):
+    images, labels = tiny_images
+    with pytest.raises(UserError, match="synthesize.k_neighbors"):
+        balance(images[:30], labels[:30], SynthesizeParams("smote", 5), seed=0)
+
+
+def test_npz_writer_is_byte_deterministic(tmp_path, tiny_images):
+    images, labels = tiny_images
+    write_arrays_atomic(tmp_path / "a.npz", images=images, labels=labels)
+    write_arrays_atomic(tmp_path / "b.npz", labels=labels, images=images)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    loaded = read_arrays(tmp_path / "a.npz")
+    assert np.array_equal(loaded["images"], images) and np.array_equal(loaded["labels"], labels)
+    assert [p.name for p in tmp_path.iterdir()] != [] and not list(tmp_path.glob(".*tmp"))
