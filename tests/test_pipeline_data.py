@@ -16,6 +16,7 @@ def test_data_pipeline_reruns_only_what_changed_and_is_deterministic(repo_copy):
     repo = repo_copy()
     first = repo.dvc("repro", *TARGETS)
     assert stages_run(first.stdout) == set(DATA_STAGES)
+    assert "it/s]" not in first.stderr and "%|" not in first.stderr  # no progress bars off a terminal
 
     dag = repo.dvc("dag").stdout
     assert all(stage in dag for stage in DATA_STAGES)
