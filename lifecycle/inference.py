@@ -266,10 +266,11 @@ def list_images(root: Path, only: Sequence[str] | None = None) -> tuple[list[tup
             target = (root / name).resolve()
             if Path(name).is_absolute() or not _inside(target, real_root):
                 raise UserError(f"refusing '{name}': it is outside the input folder '{paths.relative(root)}'.")
+            tidy = Path(os.path.normpath(name)).as_posix()
             if not target.is_file():
-                refused.append((Path(name).as_posix(), "does not exist or is not a file"))
+                refused.append((tidy, "does not exist or is not a file"))
             else:
-                accepted.append((Path(name).as_posix(), target))
+                accepted.append((tidy, target))
         return sorted(accepted), sorted(refused)
     for directory, folders, files in os.walk(root, followlinks=False):
         here = Path(directory)

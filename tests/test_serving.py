@@ -509,3 +509,64 @@ def test_the_upload_page_in_a_headless_browser(browser, live_server, tmp_path, m
     browser.click("#submit")
     assert "not a readable image" in browser.wait_text("#error")
     browser.screenshot(tmp_path / "page-error.png")
+
+
+# --- the model from MLflow: a local MLflow model, runs:/ and models:/name@alias ------------------
+
+def mlflow_model_arguments(model_dir: Path) -> dict:
+    """What the mirror passes to mlflow.pytorch.log_model: a float32 (-1, 3, S, S) signature and the sidecar."""
+    from mlflow.models import infer_signature
+
+    model, spec = load_model(model_dir)
+    example = np.zeros((2, 3, spec.image_size, spec.image_size), dtype=np.float32)
+    with torch.no_grad():
+        signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
+    return {"pytorch_model": model, "signature": signature, "input_example": example,
+            "extra_files": [str(model_dir / "model.json")]}
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory, model_dir):
+    """A throwaway tracking store with the tiny model logged, registered as cats-vs-dogs@champion."""
+    import mlflow
+
+    folder = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+        mlflow.set_experiment("serving-test")
+        with mlflow.start_run() as run:
+            info = mlflow.pytorch.log_model(name="model", registered_model_name="cats-vs-dogs",
+                                            **mlflow_model_arguments(model_dir))
+        mlflow.MlflowClient().set_registered_model_alias("cats-vs-dogs", "champion", info.registered_model_version)
+        local = folder / "local-model"
+        mlflow.pytorch.save_model(path=str(local), **mlflow_model_arguments(model_dir))
+        yield {"run_id": run.info.run_id, "version": str(info.registered_model_version), "local": local}
+        mlflow.set_tracking_uri(None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["local", "runs", "alias"])
+def test_the_model_can_come_from_mlflow(mlflow_store, model_dir, kind):
+    uri = {"local": str(mlflow_store["local"]), "runs": f"runs:/{mlflow_store['run_id']}/model",
+           "alias": "models:/cats-vs-dogs@champion"}[kind]
+    client = create_app({"SERVE_MODEL": uri}).test_client()
+    data = encode(picture(12), "JPEG")
+    body = client.post("/predict", data=upload((data, "pet.jpg"))).json
+    np.testing.assert_allclose(list(body["probabilities"].values()), offline_probabilities(model_dir, data), atol=2e-6)
+    metadata = client.get("/metadata").json
+    assert metadata["classes"] == CLASSES and metadata["metrics"] == METRICS
+    assert metadata["model"]["source"] == uri
+    if kind == "alias":
+        assert body["model"] == {"name": "cats-vs-dogs", "version": mlflow_store["version"]}
+    if kind == "runs":
+        assert body["model"]["version"] == mlflow_store["run_id"]
+
+
+@pytest.mark.slow
+def test_an_mlflow_model_without_the_sidecar_is_a_user_error(mlflow_store, tmp_path):
+    copy = tmp_path / "no-sidecar"
+    shutil.copytree(mlflow_store["local"], copy)
+    shutil.rmtree(copy / "extra_files")
+    with pytest.raises(UserError, match="extra_files/model.json"):
+        create_app({"SERVE_MODEL": str(copy)})
