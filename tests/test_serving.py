@@ -534,8 +534,8 @@ def mlflow_store(tmp_path_factory, model_dir):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
         mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
-        mlflow.set_experiment("serving-test")
-        with mlflow.start_run() as run:
+        experiment = mlflow.create_experiment("serving-test", artifact_location=(folder / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment) as run:
             info = mlflow.pytorch.log_model(name="model", registered_model_name="cats-vs-dogs",
                                             **mlflow_model_arguments(model_dir))
         mlflow.MlflowClient().set_registered_model_alias("cats-vs-dogs", "champion", info.registered_model_version)
