@@ -382,7 +382,8 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
 def gunicorn_server(model_dir):
     port = free_port()
     env = dict(os.environ, SERVE_MODEL=str(model_dir), SERVE_MAX_UPLOAD_BYTES="100000", SERVE_TORCH_THREADS="1")
-    gunicorn = [sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "lifecycle.serving:create_app()"]
+    gunicorn = [sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "--no-control-socket",
+                "lifecycle.serving:create_app()"]
     process = subprocess.Popen(gunicorn, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(f"http://127.0.0.1:{port}/health", process)
@@ -403,6 +404,15 @@ def test_the_service_under_gunicorn(gunicorn_server, model_dir):
     big = requests.post(f"{gunicorn_server}/predict", files={"image": ("big.jpg", b"\0" * 150_000)}, timeout=30)
     assert big.status_code == 413 and "100000 bytes" in big.json()["error"]
     assert requests.get(f"{gunicorn_server}/health", timeout=10).json()["status"] == "ok"
+
+
+def test_gunicorn_without_a_model_stops_with_the_reason(tmp_path):
+    env = dict(os.environ, SERVE_MODEL=str(tmp_path / "none"))
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{free_port()}",
+                             "--no-control-socket", "lifecycle.serving:create_app()"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "has no model.json and model.pt" in result.stderr and "Worker failed to boot" in result.stderr
 
 
 class Browser:
