@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -169,7 +170,7 @@ def _load_mlflow(uri: str, device: torch.device) -> Predictor:
                 f"the MLflow model '{uri}' has no {MLFLOW_SIDECAR}; log it with "
                 f"extra_files=['models/best/{SIDECAR_FILE}'] so the service knows its classes and preprocessing."
             )
-        spec = ModelSpec.from_dict(yaml.safe_load(sidecar.read_text()))
+        spec = ModelSpec.from_dict(json.loads(sidecar.read_text()))
         try:
             model = mlflow.pytorch.load_model(str(local))
         except MlflowException as error:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 import shutil
 import socket
@@ -299,6 +298,14 @@ def test_an_upload_over_the_size_limit_is_413_json(client):
     assert response.status_code == 413
     assert response.is_json and "262144 bytes" in response.json["error"]
     assert_still_up(client)
+
+
+def test_a_huge_text_field_is_413_json(model_dir):
+    client = create_app({"SERVE_MODEL": str(model_dir), "MAX_CONTENT_LENGTH": 4 * 1024 * 1024}).test_client()
+    data = {**upload((encode(picture(0)), "pet.png")), "comment": "x" * 600_000}
+    response = client.post("/predict", data=data, content_type="multipart/form-data")
+    assert response.status_code == 413
+    assert response.json["error"].startswith("the form is too large")
 
 
 def test_too_many_images_is_400(client):

@@ -187,7 +187,10 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(error: RequestEntityTooLarge):
         limit = app.config["MAX_CONTENT_LENGTH"]
-        return jsonify({"error": f"the upload is over the limit of {limit} bytes per request."}), 413
+        if request.content_length is None or request.content_length > limit:
+            return jsonify({"error": f"the upload is over the limit of {limit} bytes per request."}), 413
+        # Werkzeug's own form limits: a text field over MAX_FORM_MEMORY_SIZE, or too many parts
+        return jsonify({"error": f"the form is too large: {error.description}"}), 413
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
