@@ -30,6 +30,10 @@ class ImageDecodeError(ValueError):
     """The bytes are not an image this pipeline can use; the message says why."""
 
 
+class ImageTooLargeError(ImageDecodeError):
+    """The header declares more pixels than allowed; refused before any pixel is decoded."""
+
+
 def read_header(source: bytes | Path) -> tuple[int, int, str, str]:
     """Width, height, mode and format from the header alone (no pixel decoding)."""
     with _open(source) as image:
@@ -40,7 +44,7 @@ def decode_image(source: bytes | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     """Decode ``source`` fully into an RGB image, or raise :class:`ImageDecodeError`."""
     with _open(source) as image:
         if image.width * image.height > max_pixels:
-            raise ImageDecodeError(
+            raise ImageTooLargeError(
                 f"image is {image.width}x{image.height} pixels, over the limit of {max_pixels}"
             )
         try:
@@ -106,7 +110,7 @@ def _open(source: bytes | Path) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(stream)
     except Image.DecompressionBombError as error:
-        raise ImageDecodeError(f"image is too large to decode safely ({error})") from None
+        raise ImageTooLargeError(f"image is too large to decode safely ({error})") from None
     except FileNotFoundError:
         raise ImageDecodeError("the file does not exist") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:

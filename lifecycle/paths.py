@@ -39,3 +39,11 @@ def relative(path: Path) -> str:
         return str(Path(path).resolve().relative_to(ROOT))
     except ValueError:
         return str(path)
+
+
+# Serving and batch prediction (issue 5): the model they load by default, and predict's outputs.
+BEST_MODEL = MODELS / "best"
+PREDICTIONS = DATA / "predictions"
+PREDICTIONS_CSV = PREDICTIONS / "predictions.csv"
+PREDICTIONS_SKIPPED = PREDICTIONS / "skipped.csv"
+PREDICT_REPORT = METRICS / "predict.json"

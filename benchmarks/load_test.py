@@ -1,0 +1,269 @@
+"""Bounded load test, on loopback only: this service under gunicorn vs `mlflow models serve`, same model.
+
+    python benchmarks/load_test.py [--model models/best | --demo] [--requests 2000] [--concurrency 8]
+
+Starts both servers on free 127.0.0.1 ports with the same number of workers and torch
+threads, checks that they give the same answers for the sample images, then sends each one
+``--requests`` requests from ``--concurrency`` client threads (one at a time, so the servers
+never compete) and prints p50/p99 latency, requests per second and errors side by side. It
+stops by itself after the requests or ``--max-seconds`` per server, whichever comes first,
+and exits 1 if any request failed.
+
+What each server does per request differs, on purpose, as a client would see it:
+- Flask (this service): receives the image file (multipart), decodes, resizes and
+  normalises it on the server (lifecycle.images), runs the model, answers label and
+  probabilities.
+- MLflow: receives the already preprocessed float32 (1, 3, S, S) tensor as JSON
+  (``{"inputs": ...}``; the client did the preprocessing, outside the timing), runs the
+  model, answers logits.
+
+``--demo`` benchmarks an untrained model of the seed's architecture (seed_cnn, the pipeline's
+image size) when models/best does not exist yet: latency does not depend on the weights.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lifecycle import paths  # noqa: E402
+from lifecycle.images import ImageDecodeError, load_array, to_model_input  # noqa: E402
+from lifecycle.models import ModelSpec, SeedCNN, load_model, save_model  # noqa: E402
+
+HOST = "127.0.0.1"  # loopback only, never another machine
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=paths.BEST_MODEL, help="model folder (default models/best)")
+    parser.add_argument("--demo", action="store_true", help="use an untrained seed_cnn when --model does not exist")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per server")
+    parser.add_argument("--concurrency", type=int, default=8, help="client threads")
+    parser.add_argument("--workers", type=int, default=2, help="server worker processes, for both servers")
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch threads per worker, for both servers")
+    parser.add_argument("--max-seconds", type=float, default=300, help="stop a server's run after this long")
+    parser.add_argument("--images", type=Path, default=paths.RAW_IMAGES, help="sample images (default data/raw/images)")
+    parser.add_argument("--output", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args()
+    if args.requests < 1 or args.concurrency < 1 or args.workers < 1:
+        parser.error("--requests, --concurrency and --workers must be positive")
+    return args
+
+
+def demo_model(folder: Path) -> Path:
+    import yaml
+
+    size = yaml.safe_load(paths.PARAMS.read_text())["featurize"]["image_size"]
+    torch.manual_seed(0)
+    spec = ModelSpec(architecture="seed_cnn", classes=["cat", "dog"], image_size=size, arguments={"channels": [32]},
+                     info={"name": "demo-untrained-seed-cnn", "stage": "demo"})
+    save_model(SeedCNN(image_size=size, channels=(32,)), spec, folder)
+    return folder
+
+
+def sample_images(folder: Path, size: int, count: int = 16) -> list[bytes]:
+    """Up to ``count`` readable images from ``folder``; random JPEGs if there are none."""
+    found: list[bytes] = []
+    for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+        if len(found) == count:
+            break
+        try:
+            load_array(path, size)
+            found.append(path.read_bytes())
+        except ImageDecodeError:
+            continue
+    if not found:
+        from PIL import Image
+
+        rng = np.random.default_rng(0)
+        for _ in range(count):
+            buffer = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (120, 120, 3), dtype=np.uint8)).save(buffer, "JPEG")
+            found.append(buffer.getvalue())
+    return found
+
+
+def save_mlflow_model(model_dir: Path, destination: Path) -> None:
+    """The model as the mirror logs it: float32 (-1, 3, S, S) in, logits out, model.json as an extra file."""
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    model, spec = load_model(model_dir)
+    example = np.zeros((2, 3, spec.image_size, spec.image_size), dtype=np.float32)
+    with torch.no_grad():
+        signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
+    mlflow.pytorch.save_model(model, str(destination), signature=signature, input_example=example,
+                              extra_files=[str(model_dir / "model.json")])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def start(command: list[str], env: dict[str, str], health: str, log: Path, timeout: float = 300) -> subprocess.Popen:
+    handle = open(log, "w")
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{command[0:4]} exited {process.returncode}; see {log}")
+        try:
+            if requests.get(health, timeout=2).status_code == 200:
+                return process
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    stop(process)
+    raise SystemExit(f"{health} did not answer within {timeout}s; see {log}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop a server and the workers it started (its own process group)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def load(send, total: int, concurrency: int, max_seconds: float) -> dict:
+    """``total`` calls of ``send(session, i)`` from ``concurrency`` threads; latencies and errors."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    issued = 0
+    deadline = time.monotonic() + max_seconds
+
+    def client() -> None:
+        nonlocal issued
+        session = requests.Session()
+        while True:
+            with lock:
+                if issued >= total or time.monotonic() > deadline:
+                    return
+                i = issued
+                issued += 1
+            began = time.perf_counter()
+            try:
+                ok = send(session, i)
+                failure = None if ok else "wrong answer"
+            except requests.RequestException as error:
+                failure = type(error).__name__
+            elapsed = time.perf_counter() - began
+            with lock:
+                latencies.append(elapsed)
+                if failure:
+                    errors.append(failure)
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - began
+    ms = np.array(latencies) * 1000
+    return {"requests": len(latencies), "errors": len(errors), "seconds": round(wall, 2),
+            "requests_per_second": round(len(latencies) / wall, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1),
+            "error_kinds": sorted(set(errors))}
+
+
+def main() -> None:
+    args = parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="load-test-"))
+    model_dir = args.model
+    if not (model_dir / "model.json").is_file():
+        if not args.demo:
+            raise SystemExit(f"error: {model_dir} has no model.json; run dvc repro first, or pass --demo")
+        model_dir = demo_model(scratch / "demo-model")
+    model, spec = load_model(model_dir)
+    images = sample_images(args.images, spec.image_size)
+    arrays = np.stack([load_array(data, spec.image_size) for data in images])
+    tensors = to_model_input(arrays, spec.mean, spec.std)
+    with torch.no_grad():
+        expected = torch.softmax(model(tensors), dim=1).numpy()
+    bodies = [json.dumps({"inputs": tensors[i: i + 1].numpy().tolist()}) for i in range(len(images))]
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.torch_threads), MKL_NUM_THREADS=str(args.torch_threads),
+               SERVE_TORCH_THREADS=str(args.torch_threads), SERVE_MODEL=str(model_dir.resolve()),
+               MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")  # mlflow execs uvicorn
+    flask_port, mlflow_port = free_port(), free_port()
+    mlflow_dir = scratch / "mlflow-model"
+    print(f"model {spec.architecture} {spec.image_size}px from {model_dir}; {len(images)} sample images; "
+          f"{args.requests} requests x {args.concurrency} clients per server; {args.workers} workers, "
+          f"{args.torch_threads} torch thread(s) each", file=sys.stderr)
+    save_mlflow_model(model_dir, mlflow_dir)
+
+    servers = {
+        "flask+gunicorn": ([sys.executable, "-m", "gunicorn", "-w", str(args.workers), "-b", f"{HOST}:{flask_port}",
+                            "--no-control-socket", "lifecycle.serving:create_app()"], f"http://{HOST}:{flask_port}/health"),
+        "mlflow models serve": ([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(mlflow_dir),
+                                 "--env-manager", "local", "-h", HOST, "-p", str(mlflow_port),
+                                 "-w", str(args.workers)], f"http://{HOST}:{mlflow_port}/ping"),
+    }
+
+    def send_flask(session: requests.Session, i: int) -> bool:
+        k = i % len(images)
+        response = session.post(f"http://{HOST}:{flask_port}/predict", files={"image": (f"{k}.jpg", images[k])},
+                                timeout=60)
+        return response.status_code == 200 and response.json()["prediction"] == int(np.argmax(expected[k]))
+
+    def send_mlflow(session: requests.Session, i: int) -> bool:
+        k = i % len(images)
+        response = session.post(f"http://{HOST}:{mlflow_port}/invocations", data=bodies[k],
+                                headers={"Content-Type": "application/json"}, timeout=60)
+        return response.status_code == 200 and int(np.argmax(response.json()["predictions"][0])) == int(np.argmax(expected[k]))
+
+    results = {}
+    for name, send in [("flask+gunicorn", send_flask), ("mlflow models serve", send_mlflow)]:
+        command, health = servers[name]
+        process = start(command, env, health, scratch / f"{name.split()[0]}.log")
+        try:
+            for i in range(len(images)):  # warm up, and check both serve the same model
+                assert send(requests.Session(), i), f"{name} answered image {i} differently from the model"
+            results[name] = load(send, args.requests, args.concurrency, args.max_seconds)
+            results[name]["load_average_after"] = round(os.getloadavg()[0], 2)  # other work on the machine skews figures
+        finally:
+            stop(process)
+
+    print(f"\n| server | requests | errors | req/s | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|---:|")
+    for name, r in results.items():
+        print(f"| {name} | {r['requests']} | {r['errors']} | {r['requests_per_second']} | {r['p50_ms']} | {r['p99_ms']} |")
+    flask, mlflow = results["flask+gunicorn"], results["mlflow models serve"]
+    print(f"\nflask/mlflow: {flask['requests_per_second'] / mlflow['requests_per_second']:.2f}x the throughput, "
+          f"{flask['p50_ms'] / mlflow['p50_ms']:.2f}x the p50 latency; 1-minute load average after each run: "
+          f"{flask['load_average_after']}, {mlflow['load_average_after']} on {os.cpu_count()} CPUs")
+    if args.output:
+        args.output.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()},
+                                           "results": results}, indent=2) + "\n")
+    if any(r["errors"] for r in results.values()):
+        raise SystemExit(f"errors: {({n: r['error_kinds'] for n, r in results.items()})}; server logs in {scratch}")
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

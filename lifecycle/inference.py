@@ -1,0 +1,336 @@
+"""Inference: load the selected model and classify images, for the service and for batch runs.
+
+in: a model folder (``models/best``: ``model.pt`` state_dict + ``model.json`` sidecar) or an
+MLflow model (``models:/name@alias``, ``models:/name/3``, ``runs:/<id>/model``, a local MLflow
+model folder) whose artifacts carry the same sidecar as ``extra_files/model.json``; images as
+bytes or files.  out: class probabilities, one row per image, in the sidecar's class order.
+
+The service (:mod:`lifecycle.serving`) and the ``predict`` stage both call
+:meth:`Predictor.preprocess` and :meth:`Predictor.predict`, which go through
+:mod:`lifecycle.images` exactly as ``featurize`` did for training (decode, EXIF orientation,
+any mode to RGB, one resize) and normalise with the sidecar's mean and std, so a model sees
+the same numbers in production as it saw in training.
+
+The batch half (:func:`list_images`, :func:`predict_folder`) classifies every image under a
+folder, skipping and reporting unreadable files and refusing anything that resolves outside
+that folder (a symlink that escapes it, a ``..`` path).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lifecycle import paths
+from lifecycle.errors import UserError
+from lifecycle.images import DEFAULT_MAX_PIXELS, ImageDecodeError, load_array, to_model_input
+from lifecycle.models import SIDECAR_FILE, WEIGHTS_FILE, ModelSpec, load_model
+from lifecycle.params import require
+from lifecycle.progress import progress
+
+# A model source with one of these prefixes is an MLflow model URI, not a models/ folder.
+MLFLOW_URI_PREFIXES = ("models:/", "runs:/", "file:", "mlflow-artifacts:", "s3://", "gs://", "wasbs://", "abfss://",
+                       "hdfs://", "dbfs:/", "http://", "https://")
+MLFLOW_SIDECAR = f"extra_files/{SIDECAR_FILE}"  # where mlflow.pytorch.log_model(extra_files=[...]) puts it
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelIdentity:
+    """Which model answered: shown by /predict, /health and /metadata."""
+
+    name: str               # registered model name, else the sidecar's info.name or info.stage
+    version: str            # registry version, else info.version / info.git_commit, else a weights digest
+    source: str             # the folder or URI it was loaded from
+    stage: str | None       # the pipeline stage that trained it (sidecar info.stage)
+    digest: str | None      # sha256 of the weights file, first 16 hex digits
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Predictor:
+    """A loaded model with its sidecar: uint8 images in, class probabilities out."""
+
+    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], spec: ModelSpec, identity: ModelIdentity,
+                 device: torch.device) -> None:
+        self.model = model
+        self.spec = spec
+        self.identity = identity
+        self.device = device
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.spec.classes)
+
+    def preprocess(self, source: bytes | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        """Bytes or a file to the (S, S, 3) uint8 array training used; raises ImageDecodeError."""
+        return load_array(source, self.spec.image_size, max_pixels=max_pixels)
+
+    def model_input(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 (N, S, S, 3) to the normalised float32 (N, 3, S, S) batch the model takes."""
+        return to_model_input(images, self.spec.mean, self.spec.std).to(self.device)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, C), float64, for uint8 images (N, S, S, 3)."""
+        if len(images) == 0:
+            return np.zeros((0, len(self.classes)))
+        with torch.inference_mode():
+            logits = self.model(self.model_input(images))
+            return torch.softmax(logits.float(), dim=1).cpu().numpy().astype(np.float64)
+
+    def describe(self, probabilities: np.ndarray) -> dict[str, Any]:
+        """One image's answer: the seed's ``prediction`` (class index), ``label``, ``probabilities``."""
+        index = int(np.argmax(probabilities))
+        return {
+            "prediction": index,
+            "label": self.classes[index],
+            "probabilities": {name: round(float(p), 6) for name, p in zip(self.classes, probabilities)},
+        }
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def is_mlflow_source(source: str | Path) -> bool:
+    """An MLflow URI, or a local folder holding an MLflow model (an ``MLmodel`` file)."""
+    text = str(source)
+    return text.startswith(MLFLOW_URI_PREFIXES) or (Path(text) / "MLmodel").is_file()
+
+
+def load_predictor(source: str | Path | None = None, device: torch.device | None = None) -> Predictor:
+    """Load ``source`` (default ``models/best``): a model folder or an MLflow model URI."""
+    device = device or default_device()
+    source = paths.BEST_MODEL if source in (None, "") else source
+    if is_mlflow_source(source):
+        return _load_mlflow(str(source), device)
+    folder = Path(source)
+    if not folder.is_absolute() and not folder.exists():
+        folder = paths.ROOT / folder
+    if not (folder / SIDECAR_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+        raise UserError(
+            f"model '{paths.relative(folder)}' has no {SIDECAR_FILE} and {WEIGHTS_FILE}; train and select a model "
+            f"first (dvc repro select) or point at an MLflow model URI such as models:/name@alias."
+        )
+    model, spec = load_model(folder, device=device)
+    digest = _digest(folder / WEIGHTS_FILE)
+    info = spec.info or {}
+    identity = ModelIdentity(
+        name=str(info.get("name") or info.get("stage") or spec.architecture),
+        version=str(info.get("version") or info.get("git_commit") or info.get("commit") or f"sha256:{digest}"),
+        source=paths.relative(folder),
+        stage=info.get("stage"),
+        digest=digest,
+    )
+    return Predictor(model, spec, identity, device)
+
+
+def _digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()[:16]
+
+
+def _ensure_tracking_uri() -> None:
+    """The house default store (sqlite:///mlflow.db at the repository root) unless MLFLOW_TRACKING_URI is set."""
+    import mlflow
+
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        mlflow.set_tracking_uri(f"sqlite:///{paths.ROOT / 'mlflow.db'}")
+
+
+def _load_mlflow(uri: str, device: torch.device) -> Predictor:
+    """Download an MLflow model, read its sidecar, load its weights (pt2 format: nothing unpickled)."""
+    import mlflow
+    import yaml
+    from mlflow.exceptions import MlflowException
+
+    _ensure_tracking_uri()
+    scratch = Path(tempfile.mkdtemp(prefix="serve-mlflow-"))
+    try:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(scratch)))
+        except (MlflowException, OSError) as error:
+            raise UserError(f"cannot fetch the MLflow model '{uri}': {str(error).splitlines()[0]}") from None
+        sidecar = local / MLFLOW_SIDECAR
+        if not sidecar.is_file():
+            raise UserError(
+                f"the MLflow model '{uri}' has no {MLFLOW_SIDECAR}; log it with "
+                f"extra_files=['models/best/{SIDECAR_FILE}'] so the service knows its classes and preprocessing."
+            )
+        spec = ModelSpec.from_dict(json.loads(sidecar.read_text()))
+        try:
+            model = mlflow.pytorch.load_model(str(local))
+        except MlflowException as error:
+            raise UserError(f"cannot load the MLflow model '{uri}': {str(error).splitlines()[0]}") from None
+        if isinstance(model, torch.nn.Module):
+            try:
+                model = model.to(device)
+            except Exception:  # an exported (pt2) module cannot move devices; it runs where it was saved
+                pass
+        meta = yaml.safe_load((local / "MLmodel").read_text()) if (local / "MLmodel").is_file() else {}
+        weights = next((p for p in (local / "data").glob("model.*") if p.is_file()), None) if (local / "data").is_dir() else None
+        digest = _digest(weights) if weights else None
+        name, version = _registry_identity(uri)
+        info = spec.info or {}
+        identity = ModelIdentity(
+            name=name or str(info.get("name") or info.get("stage") or spec.architecture),
+            version=version or str(meta.get("run_id") or meta.get("model_id") or info.get("git_commit") or f"sha256:{digest}"),
+            source=uri,
+            stage=info.get("stage"),
+            digest=digest,
+        )
+        return Predictor(model, spec, identity, device)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _registry_identity(uri: str) -> tuple[str | None, str | None]:
+    """(registered name, version) for ``models:/name@alias`` or ``models:/name/N``; else (None, None)."""
+    if not uri.startswith("models:/"):
+        return None, None
+    from mlflow import MlflowClient
+
+    rest = uri[len("models:/"):].strip("/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        try:
+            return name, str(MlflowClient().get_model_version_by_alias(name, alias).version)
+        except Exception:  # identity is informative; a registry hiccup must not stop a model that loaded
+            return name, None
+    name, _, version = rest.partition("/")
+    return name, version if version.isdigit() else None
+
+
+# --- batch prediction over a folder --------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class PredictParams:
+    """params.yaml ``predict:``."""
+
+    input: str = "data/raw/images"       # folder to classify, every file under it; relative to the repo or absolute
+    batch_size: int = 64                  # images per forward pass
+    max_pixels: int = DEFAULT_MAX_PIXELS  # images with more pixels are skipped before decoding
+
+    def __post_init__(self) -> None:
+        require(bool(self.input.strip()), "input", "must name a folder")
+        require(1 <= self.batch_size <= 4096, "batch_size", f"must be between 1 and 4096, got {self.batch_size}")
+        require(self.max_pixels >= 1, "max_pixels", f"must be a positive integer, got {self.max_pixels}")
+
+
+@dataclasses.dataclass
+class FolderPrediction:
+    predictions: pd.DataFrame   # path, prediction, label, probability_<class>...
+    skipped: pd.DataFrame       # path, reason
+    report: dict[str, Any]      # counts for metrics/predict.json
+
+
+def resolve_folder(text: str, key: str = "predict.input") -> Path:
+    """The folder ``text`` (relative to the repository root unless absolute); it must exist."""
+    folder = Path(text).expanduser()
+    folder = folder if folder.is_absolute() else paths.ROOT / folder
+    if not folder.exists():
+        raise UserError(f"{key}: folder '{text}' does not exist.")
+    if not folder.is_dir():
+        raise UserError(f"{key}: '{text}' is not a folder.")
+    return folder
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def list_images(root: Path, only: Sequence[str] | None = None) -> tuple[list[tuple[str, Path]], list[tuple[str, str]]]:
+    """Files to classify under ``root`` as (relative posix path, real path), and refused ones as (path, reason).
+
+    Every file is resolved (symlinks followed) and must land inside ``root``; symlinked
+    folders are not followed. ``only`` restricts the run to paths relative to ``root``; one
+    that points outside ``root`` (``..``, absolute, or through a symlink) is a UserError.
+    """
+    real_root = root.resolve()
+    accepted: list[tuple[str, Path]] = []
+    refused: list[tuple[str, str]] = []
+    if only:
+        for name in only:
+            target = (root / name).resolve()
+            if Path(name).is_absolute() or not _inside(target, real_root):
+                raise UserError(f"refusing '{name}': it is outside the input folder '{paths.relative(root)}'.")
+            tidy = Path(os.path.normpath(name)).as_posix()
+            if not target.is_file():
+                refused.append((tidy, "does not exist or is not a file"))
+            else:
+                accepted.append((tidy, target))
+        return sorted(accepted), sorted(refused)
+    for directory, folders, files in os.walk(root, followlinks=False):
+        here = Path(directory)
+        for folder in list(folders):
+            if (here / folder).is_symlink():
+                relative_name = (here / folder).relative_to(root).as_posix()
+                escapes = not _inside((here / folder).resolve(), real_root)
+                refused.append((relative_name, "refused: symlink to a folder outside the input folder" if escapes
+                                else "symlinked folder not followed"))
+        folders[:] = sorted(f for f in folders if not (here / f).is_symlink())
+        for name in sorted(files):
+            path = here / name
+            relative_name = path.relative_to(root).as_posix()
+            target = path.resolve()
+            if not _inside(target, real_root):
+                refused.append((relative_name, "refused: symlink to a file outside the input folder"))
+            elif not target.is_file():
+                refused.append((relative_name, "not a regular file"))
+            else:
+                accepted.append((relative_name, target))
+    return sorted(accepted), sorted(refused)
+
+
+def predict_folder(predictor: Predictor, root: Path, params: PredictParams,
+                   only: Sequence[str] | None = None) -> FolderPrediction:
+    """Classify every image under ``root``; unreadable and refused files go to ``skipped``."""
+    files, refused = list_images(root, only)
+    skipped = list(refused)
+    rows: list[dict[str, Any]] = []
+    names: list[str] = []
+    batch: list[np.ndarray] = []
+
+    def flush() -> None:
+        for name, probabilities in zip(names, predictor.predict(np.stack(batch))):
+            answer = predictor.describe(probabilities)
+            row = {"path": name, "prediction": answer["prediction"], "label": answer["label"]}
+            row.update({f"probability_{c}": p for c, p in answer["probabilities"].items()})
+            rows.append(row)
+        names.clear()
+        batch.clear()
+
+    for name, path in progress(files, desc="predict: classifying images", total=len(files)):
+        try:
+            batch.append(predictor.preprocess(path, max_pixels=params.max_pixels))
+            names.append(name)
+        except ImageDecodeError as error:
+            skipped.append((name, str(error)))
+        if len(batch) == params.batch_size:
+            flush()
+    if batch:
+        flush()
+    columns = ["path", "prediction", "label"] + [f"probability_{c}" for c in predictor.classes]
+    predictions = pd.DataFrame(rows, columns=columns)
+    skipped_frame = pd.DataFrame(sorted(skipped), columns=["path", "reason"])
+    counts = predictions["label"].value_counts()
+    report = {
+        "files": len(files) + len(refused),
+        "predicted": len(predictions),
+        "skipped": len(skipped_frame),
+        "labels": {name: int(counts.get(name, 0)) for name in predictor.classes},
+    }
+    return FolderPrediction(predictions, skipped_frame, report)

@@ -1,0 +1,63 @@
+"""Predict (batch inference): classify every image under a folder with the selected model.
+
+Unreadable files are skipped and listed with the reason; files that resolve outside the
+folder (a symlink escaping it) are refused, never opened.
+
+in: models/best, the folder predict.input (default data/raw/images)
+out: data/predictions/predictions.csv (path, prediction, label, probability_<class>...),
+     data/predictions/skipped.csv (path, reason), metrics/predict.json (counts)
+params: predict.*
+
+Outside DVC: ``python -m stages.predict [--input DIR] [--model PATH|URI] [--output DIR] [FILE ...]``
+classifies another folder, model or only the given files (relative to the folder; ``..``
+and absolute paths are refused). With --output the CSVs go there and metrics are not written.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lifecycle import paths
+from lifecycle.errors import run_stage
+from lifecycle.inference import PredictParams, load_predictor, predict_folder, resolve_folder
+from lifecycle.io import write_csv_atomic, write_json_atomic
+from lifecycle.params import load_params
+
+SHOWN_SKIPS = 10  # skipped files printed on the terminal; the CSV lists them all
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m stages.predict", description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="*", help="only these files, relative to the input folder")
+    parser.add_argument("--input", help="folder to classify (default: params predict.input)")
+    parser.add_argument("--model", help="model folder or MLflow URI (default: models/best)")
+    parser.add_argument("--output", type=Path, help="folder for predictions.csv and skipped.csv "
+                        "(default: data/predictions, plus metrics/predict.json)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    params = load_params("predict", PredictParams)
+    folder = resolve_folder(args.input, "--input") if args.input else resolve_folder(params.input)
+    predictor = load_predictor(args.model or paths.BEST_MODEL)
+    result = predict_folder(predictor, folder, params, only=args.files or None)
+
+    out = args.output or paths.PREDICTIONS
+    write_csv_atomic(result.predictions, out / paths.PREDICTIONS_CSV.name)
+    write_csv_atomic(result.skipped, out / paths.PREDICTIONS_SKIPPED.name)
+    if args.output is None:
+        write_json_atomic(result.report, paths.PREDICT_REPORT)
+
+    for row in result.skipped.head(SHOWN_SKIPS).itertuples():
+        print(f"predict: skipped {row.path}: {row.reason}", file=sys.stderr)
+    if len(result.skipped) > SHOWN_SKIPS:
+        print(f"predict: ... and {len(result.skipped) - SHOWN_SKIPS} more", file=sys.stderr)
+    labels = ", ".join(f"{name} {count}" for name, count in result.report["labels"].items())
+    print(f"predict: {result.report['predicted']} images classified ({labels}), {result.report['skipped']} skipped; "
+          f"wrote {paths.relative(out / paths.PREDICTIONS_CSV.name)}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
