@@ -39,3 +39,7 @@ def relative(path: Path) -> str:
         return str(Path(path).resolve().relative_to(ROOT))
     except ValueError:
         return str(path)
+
+# tune (seed step 8e): grid-search results, committed with the other metrics
+TUNE_SUMMARY = METRICS / "tune.json"
+TUNE_RESULTS = METRICS / "tune_results.csv"
