@@ -50,7 +50,8 @@ CRITERION = nn.CrossEntropyLoss
 NET_KEYS = ("lr", "max_epochs", "batch_size")
 # Fixed by the data or by the harness, so never a grid key.
 _FIXED_MODULE_ARGS = {"self", "image_size", "num_classes"}
-_FIXED_OPTIMIZER_ARGS = {"self", "params", "lr"}  # the learning rate is the net's `lr`
+# The learning rate is the net's `lr`; the rest are implementation switches, not hyperparameters.
+_FIXED_OPTIMIZER_ARGS = {"self", "params", "lr", "foreach", "maximize", "capturable", "differentiable", "fused"}
 
 
 def grid_keys() -> list[str]:
