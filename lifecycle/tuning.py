@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import itertools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -172,6 +171,11 @@ def build_pipeline(sampler: Any, image_size: int, params: TuneParams, seed: int)
 
 def check_grid_against_net(pipeline: Pipeline, grid: dict[str, list[Any]]) -> None:
     """Build the net with each grid value on its own; a value it rejects names its key."""
+    if "module__channels" not in grid:
+        try:
+            clone(pipeline.named_steps["net"]).initialize()
+        except UserError as error:
+            raise UserError(f"params.yaml: 'tune.channels' does not fit: {error}".rstrip(".") + ".") from None
     for key, values in grid.items():
         for value in values:
             net = clone(pipeline.named_steps["net"])

@@ -8,6 +8,7 @@ params: seed, tune.*, synthesize.* (the sampler, as the synthesize stage uses it
 """
 from __future__ import annotations
 
+import math
 import time
 
 from lifecycle import paths
@@ -26,10 +27,8 @@ def main() -> None:
     train = read_arrays(paths.TRAIN)
     classes = read_json(paths.CLASSES)["classes"]
 
-    candidates = 1
-    for values in params.grid.values():
-        candidates *= len(values)
-    bar = progress(range(candidates * params.folds), desc="tune: fits", total=candidates * params.folds)
+    fits = math.prod(len(values) for values in params.grid.values()) * params.folds
+    bar = progress(range(fits), desc="tune: fits", total=fits)
     started = time.perf_counter()
     result = tune(train["images"], train["labels"], classes, params, sampler, seed, on_fold_scored=lambda _: bar.update())
     bar.close()

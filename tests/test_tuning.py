@@ -180,6 +180,12 @@ def test_grid_values_the_net_rejects_name_the_key(tiny_images, grid, expected):
     assert "\n" not in str(caught.value)
 
 
+def test_channels_the_image_size_cannot_take_name_the_key(tiny_images):
+    images, labels = tiny_images
+    with pytest.raises(UserError, match="'tune.channels' does not fit: image_size 32 must be divisible by 2\\*\\*6"):
+        tune(images, labels, CLASSES, tiny_params(channels=[2] * 6), None, SEED)
+
+
 def test_data_too_small_for_the_folds_or_the_sampler_names_the_key(tiny_images):
     images, labels = tiny_images
     with pytest.raises(UserError, match="'synthesize.k_neighbors' is 6 but a training fold holds only 6 images"):
