@@ -47,3 +47,7 @@ PREDICTIONS = DATA / "predictions"
 PREDICTIONS_CSV = PREDICTIONS / "predictions.csv"
 PREDICTIONS_SKIPPED = PREDICTIONS / "skipped.csv"
 PREDICT_REPORT = METRICS / "predict.json"
+
+# tune (seed step 8e): grid-search results, committed with the other metrics
+TUNE_SUMMARY = METRICS / "tune.json"
+TUNE_RESULTS = METRICS / "tune_results.csv"

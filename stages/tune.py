@@ -1,0 +1,47 @@
+"""Tune (seed step 8e): skorch + GridSearchCV over the CNN's hyperparameters, with SMOTE
+inside the cross-validation pipeline so it only ever resamples training folds.
+
+in: data/processed/split/train.npz (NOT train_balanced: resampling happens per fold),
+    data/processed/classes.json
+out: metrics/tune_results.csv (every candidate, every fold), metrics/tune.json (best params and score)
+params: seed, tune.*, synthesize.* (the sampler, as the synthesize stage uses it)
+"""
+from __future__ import annotations
+
+import math
+import time
+
+from lifecycle import paths
+from lifecycle.errors import run_stage
+from lifecycle.io import read_arrays, read_json, write_csv_atomic, write_json_atomic
+from lifecycle.params import GlobalParams, load_params
+from lifecycle.progress import progress
+from lifecycle.synthesis import SynthesizeParams, make_sampler
+from lifecycle.tuning import TuneParams, tune
+
+
+def main() -> None:
+    params = load_params("tune", TuneParams)
+    seed = load_params(None, GlobalParams).seed
+    sampler = make_sampler(load_params("synthesize", SynthesizeParams), seed)
+    train = read_arrays(paths.TRAIN)
+    classes = read_json(paths.CLASSES)["classes"]
+
+    fits = math.prod(len(values) for values in params.grid.values()) * params.folds
+    bar = progress(range(fits), desc="tune: fits", total=fits)
+    started = time.perf_counter()
+    result = tune(train["images"], train["labels"], classes, params, sampler, seed, on_fold_scored=lambda _: bar.update())
+    bar.close()
+
+    write_csv_atomic(result.results, paths.TUNE_RESULTS)
+    write_json_atomic(result.summary, paths.TUNE_SUMMARY)
+    summary = result.summary
+    print(
+        f"tune: {summary['candidates']} candidates x {summary['folds']} folds on {summary['images']} images "
+        f"in {time.perf_counter() - started:.0f}s; best {summary['scoring']} {summary['best_score']:.3f} "
+        f"with {summary['best_params']}"
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)
