@@ -571,9 +571,20 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
 
 
+@contextlib.contextmanager
+def _mlflow_settings() -> Iterator[None]:
+    """Bounded retries and no progress bars while sending (the user's own settings win)."""
+    added = [name for name in _MLFLOW_ENV_DEFAULTS if name not in os.environ]
+    os.environ.update({name: _MLFLOW_ENV_DEFAULTS[name] for name in added})
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
 def _quiet_mlflow() -> None:
-    for name, value in _MLFLOW_ENV_DEFAULTS.items():
-        os.environ.setdefault(name, value)
+    """MLflow's INFO lines (database migrations, registrations) would bury the stage's output."""
     for name in ("mlflow", "alembic", "torch._export", "torch.export"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -598,7 +609,8 @@ def flush(spool: Path | None = None, lock_wait_s: float = LOCK_WAIT_S) -> FlushR
                 report.kept.append((entry.folder.name, uri, down[uri]))
                 continue
             try:
-                run_id, name = send(entry)
+                with _mlflow_settings():
+                    run_id, name = send(entry)
             except Exception as error:  # a tracking failure never fails the pipeline
                 report.kept.append((entry.folder.name, uri, _describe(error)))
                 if unreachable(uri):
@@ -641,11 +653,10 @@ def run_name(tags: Mapping[str, str]) -> str:
 
 def send(entry: SpoolEntry) -> tuple[str, str]:
     """Create or update the run of ``entry``'s pipeline state; returns its run id and name."""
-    _quiet_mlflow()
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunTag
 
-    _quiet_mlflow()  # again: importing mlflow resets its loggers
+    _quiet_mlflow()  # after the import, which configures mlflow's loggers
 
     record = entry.record
     uri = record["tracking_uri"]
@@ -717,6 +728,35 @@ def example_input(image_size: int, mean: tuple[float, ...], std: tuple[float, ..
     return to_model_input(images, mean, std).numpy()
 
 
+@contextlib.contextmanager
+def global_store(uri: str) -> Iterator[None]:
+    """Point MLflow's global tracking and registry URIs at ``uri`` for a while.
+
+    The fluent API (``log_model``) and the registry resolve ``models:/`` through them. MLflow
+    also exports them as environment variables for child processes; both are restored
+    exactly afterwards, so nothing leaks into the caller's process or its children.
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved_env = {name: os.environ.get(name) for name in names}
+    saved_tracking, saved_registry = tracking_utils._tracking_uri, registry_utils._registry_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_tracking)
+        registry_utils._registry_uri = saved_registry
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _log_model(client: Any, uri: str, experiment_id: str, run_id: str, folder: Path, tags: Mapping[str, str], move_alias: bool) -> None:
     """Log the selected model once per run, register it once, and point the alias at it."""
     import mlflow
@@ -725,49 +765,41 @@ def _log_model(client: Any, uri: str, experiment_id: str, run_id: str, folder: P
 
     from lifecycle.models import SIDECAR_FILE, load_model
 
-    logged = [
-        model
-        for model in client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
-        if model.name == MODEL_NAME and str(model.status).upper().endswith("READY")
-    ]
-    if logged:
-        model_id = logged[0].model_id
-    else:
-        model, spec = load_model(folder)
-        example = example_input(spec.image_size, spec.mean, spec.std)
-        previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
-        try:
+    with global_store(uri):
+        logged = [
+            model
+            for model in client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
+            if model.name == MODEL_NAME and str(model.status).upper().endswith("READY")
+        ]
+        if logged:
+            model_id = logged[0].model_id
+        else:
+            model, spec = load_model(folder)
             with torch.no_grad(), mlflow.start_run(run_id=run_id):
-                info = mlflow.pytorch.log_model(
+                model_id = mlflow.pytorch.log_model(
                     model,
                     name=MODEL_NAME,
                     signature=model_signature(spec.image_size, len(spec.classes)),
-                    input_example=example,
+                    input_example=example_input(spec.image_size, spec.mean, spec.std),
                     extra_files=[str(folder / SIDECAR_FILE)],
                     pip_requirements=[f"torch=={metadata.version('torch')}", f"numpy=={metadata.version('numpy')}"],
                     serialization_format="pt2",
                     tags={TAG_STATE: tags[TAG_STATE]},
-                )
-        finally:
-            mlflow.set_tracking_uri(previous[0])
-            mlflow.set_registry_uri(previous[1])
-        model_id = info.model_id
+                ).model_id
 
-    versions = client.search_model_versions(f"name = '{REGISTERED_MODEL}' and run_id = '{run_id}'")
-    if versions:
-        version = max(versions, key=lambda v: int(v.version))
-    else:
-        if not client.search_registered_models(filter_string=f"name = '{REGISTERED_MODEL}'"):
-            client.create_registered_model(REGISTERED_MODEL)
-        version_tags = {key: tags[key] for key in (TAG_STATE, TAG_COMMIT, TAG_EXP_NAME) if tags.get(key)}
-        version = client.create_model_version(
-            REGISTERED_MODEL, source=f"models:/{model_id}", run_id=run_id, model_id=model_id, tags=version_tags
-        )
-    aliases = client.get_registered_model(REGISTERED_MODEL).aliases
-    if move_alias or ALIAS not in aliases:
-        client.set_registered_model_alias(REGISTERED_MODEL, ALIAS, str(version.version))
+        versions = client.search_model_versions(f"name = '{REGISTERED_MODEL}' and run_id = '{run_id}'")
+        if versions:
+            version = max(versions, key=lambda v: int(v.version))
+        else:
+            if not client.search_registered_models(filter_string=f"name = '{REGISTERED_MODEL}'"):
+                client.create_registered_model(REGISTERED_MODEL)
+            version_tags = {key: tags[key] for key in (TAG_STATE, TAG_COMMIT, TAG_EXP_NAME) if tags.get(key)}
+            version = client.create_model_version(
+                REGISTERED_MODEL, source=f"models:/{model_id}", run_id=run_id, model_id=model_id, tags=version_tags
+            )
+        aliases = client.get_registered_model(REGISTERED_MODEL).aliases
+        if move_alias or ALIAS not in aliases:
+            client.set_registered_model_alias(REGISTERED_MODEL, ALIAS, str(version.version))
 
 
 # ----------------------------------------------------------------------------- commands
