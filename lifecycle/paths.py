@@ -44,10 +44,9 @@ def relative(path: Path) -> str:
 # Tracking (the MLflow mirror, lifecycle/tracking.py). What the mirror reads, relative to a
 # repository root; and the names of its local store, artifacts and spool, which live at the
 # REAL repository root (also when DVC runs an experiment in a temporary copy) and are gitignored.
-BEST_MODEL = MODELS / "best"
-DVC_LOCK = ROOT / "dvc.lock"
 MIRRORED_FILES = ("params.yaml", "dvc.lock")
-MIRRORED_FOLDERS = ("metrics", "plots", "models/best")
+MIRRORED_MODEL = "models/best"  # the selected model: model.pt + model.json
+MIRRORED_FOLDERS = ("metrics", "plots", MIRRORED_MODEL)
 MLFLOW_DB = "mlflow.db"
 MLFLOW_ARTIFACTS = "mlartifacts"
 MLFLOW_SPOOL = ".mlflow-spool"

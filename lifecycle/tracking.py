@@ -334,7 +334,7 @@ def pipeline_state(base: Path) -> str:
 
 def read_snapshot(base: Path) -> Snapshot:
     files = mirrored_files(base)
-    model_prefix = f"{paths.MIRRORED_FOLDERS[-1]}/"
+    model_prefix = f"{paths.MIRRORED_MODEL}/"
     return Snapshot(
         params=read_params(base),
         metrics=read_metrics(base, files),
@@ -431,7 +431,11 @@ def spool_entries(spool: Path) -> list[SpoolEntry]:
     """Complete entries, oldest first."""
     if not spool.is_dir():
         return []
-    entries = [SpoolEntry(path) for path in spool.iterdir() if (path / "entry.json").is_file() and not path.name.startswith(".")]
+    entries = [
+        SpoolEntry(path)
+        for path in spool.iterdir()
+        if (path / "entry.json").is_file() and not path.name.startswith(".")
+    ]
     return sorted(entries, key=lambda entry: (entry.record.get("spooled_at", 0), entry.folder.name))
 
 
@@ -456,7 +460,9 @@ def _spool_lock(spool: Path, wait_s: float) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def spool_state(spool: Path, fill: Any, tags: Mapping[str, str], uri: str, experiment: str, move_alias: bool) -> SpoolEntry:
+def spool_state(
+    spool: Path, fill: Any, tags: Mapping[str, str], uri: str, experiment: str, move_alias: bool
+) -> SpoolEntry:
     """Write one entry: ``fill(folder)`` copies the state's files into ``folder``.
 
     Written beside the spool and renamed into place, so an entry is complete or absent; a
@@ -532,10 +538,10 @@ def copy_revision(root: Path, commit: str) -> Any:
 
 @dataclasses.dataclass
 class FlushReport:
-    """What a flush sent (run name, run id) and what it kept in the spool (entry, uri, reason)."""
+    """What a flush sent (run name, run id, uri) and what it kept in the spool (entry, uri, reason)."""
 
     spool: Path
-    sent: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    sent: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
     kept: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
 
     def warning(self) -> str | None:
@@ -617,7 +623,7 @@ def flush(spool: Path | None = None, lock_wait_s: float = LOCK_WAIT_S) -> FlushR
                     down[uri] = _describe(error)
                 continue
             shutil.rmtree(entry.folder, ignore_errors=True)
-            report.sent.append((name, run_id))
+            report.sent.append((name, run_id, uri))
     return report
 
 
@@ -638,7 +644,10 @@ def _experiment_id(client: Any, name: str, uri: str) -> str:
 def find_run(client: Any, experiment_id: str, state: str) -> Any | None:
     """The run of a pipeline state, if it was mirrored before."""
     runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{TAG_STATE}` = '{state}'", max_results=1, order_by=["attributes.start_time ASC"]
+        [experiment_id],
+        filter_string=f"tags.`{TAG_STATE}` = '{state}'",
+        max_results=1,
+        order_by=["attributes.start_time ASC"],
     )
     return runs[0] if runs else None
 
@@ -649,6 +658,10 @@ def run_name(tags: Mapping[str, str]) -> str:
     commit = tags.get(TAG_COMMIT, "")[:7] or "no-commit"
     branch = tags.get(TAG_BRANCH) or "detached"
     return f"{branch}@{commit}" + ("-dirty" if tags.get(TAG_DIRTY) == "true" else "")
+
+
+def _comparable(value: float) -> float | str:
+    return "nan" if math.isnan(value) else value
 
 
 def send(entry: SpoolEntry) -> tuple[str, str]:
@@ -688,12 +701,12 @@ def send(entry: SpoolEntry) -> tuple[str, str]:
     timestamp = int(record["spooled_at"] * 1000)
     metrics = []
     for key, points in sorted(snapshot.metrics.items()):
-        logged: set[tuple[int, float]] = set()
-        if key in run.data.metrics:
-            logged = {(m.step, m.value) for m in client.get_metric_history(run_id, key)}
-        for step, value in points:
-            if not any(s == step and (v == value or (math.isnan(v) and math.isnan(value))) for s, v in logged):
-                metrics.append(Metric(key, value, timestamp, step))
+        logged = set()
+        if key in run.data.metrics:  # only points not there yet: a metric's history never doubles
+            logged = {(m.step, _comparable(m.value)) for m in client.get_metric_history(run_id, key)}
+        metrics += [
+            Metric(key, value, timestamp, step) for step, value in points if (step, _comparable(value)) not in logged
+        ]
     for batch in _chunks(metrics, _BATCH_METRICS):
         client.log_batch(run_id, metrics=batch)
 
@@ -701,7 +714,7 @@ def send(entry: SpoolEntry) -> tuple[str, str]:
         client.log_artifact(run_id, str(entry.files / name), str(Path(name).parent.as_posix()) if "/" in name else None)
 
     if snapshot.has_model:
-        _log_model(client, uri, experiment_id, run_id, entry.files / paths.MIRRORED_FOLDERS[-1], tags, record["move_alias"])
+        _log_model(client, uri, experiment_id, run_id, entry.files / paths.MIRRORED_MODEL, tags, record["move_alias"])
     client.set_terminated(run_id, "FINISHED")
     return run_id, tags["mlflow.runName"]
 
@@ -757,7 +770,9 @@ def global_store(uri: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _log_model(client: Any, uri: str, experiment_id: str, run_id: str, folder: Path, tags: Mapping[str, str], move_alias: bool) -> None:
+def _log_model(
+    client: Any, uri: str, experiment_id: str, run_id: str, folder: Path, tags: Mapping[str, str], move_alias: bool
+) -> None:
     """Log the selected model once per run, register it once, and point the alias at it."""
     import mlflow
     import mlflow.pytorch
@@ -874,5 +889,6 @@ def mirror_revisions(
     spool = spool_dir(root, environ)
     for rev in revs:
         commit, tags = revision_tags(root, rev)
-        spool_state(spool, copy_revision(root, commit), tags, tracking_uri(root, environ), experiment_name(environ), move_alias=False)
+        uri = tracking_uri(root, environ)
+        spool_state(spool, copy_revision(root, commit), tags, uri, experiment_name(environ), move_alias=False)
     return flush(spool)

@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> None:
         report = tracking.mirror_revisions(revs)
     else:
         report = tracking.mirror_workspace()
-    for entry, run_id in report.sent:
-        print(f"mirror: {entry} -> MLflow run {run_id} at {tracking.display_uri(tracking.tracking_uri())}")
+    for name, run_id, uri in report.sent:
+        print(f"mirror: {name} -> MLflow run {run_id} at {tracking.display_uri(uri)}")
     if not report.sent and not report.kept:
         print("mirror: nothing to send")
     warning = report.warning()

@@ -122,8 +122,11 @@ def assert_registered_model(client, run_id: str, folder: Path, tmp_path: Path) -
     assert (local / "extra_files" / "model.json").read_bytes() == (folder / "model.json").read_bytes()
     signature = yaml.safe_load((local / "MLmodel").read_text())["signature"]
     size, classes = spec["image_size"], len(spec["classes"])
-    assert json.loads(signature["inputs"]) == [{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 3, size, size]}}]
-    assert json.loads(signature["outputs"]) == [{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, classes]}}]
+    def tensor(shape):
+        return [{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": shape}}]
+
+    assert json.loads(signature["inputs"]) == tensor([-1, 3, size, size])
+    assert json.loads(signature["outputs"]) == tensor([-1, classes])
     assert (local / "input_example.json").is_file()
 
     pyfunc = mlflow.pyfunc.load_model(str(local))
@@ -429,7 +432,9 @@ def add_model_stub(repo) -> None:
 
 
 @pytest.mark.slow
-def test_pipeline_with_the_server_down_spools_and_flush_sends_exactly_the_files(repo_copy, mlflow_server, tmp_path, monkeypatch):
+def test_pipeline_with_the_server_down_spools_and_flush_sends_exactly_the_files(
+    repo_copy, mlflow_server, tmp_path, monkeypatch
+):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
     repo = repo_copy({"lr": 0.01})
     add_model_stub(repo)
@@ -502,7 +507,8 @@ def test_temp_and_queued_experiments_mirror_into_the_real_root(repo_copy, tmp_pa
     repo.run(sys.executable, "-m", "stages.mirror", "--all-experiments", timeout=600)  # backfill: same runs
     after = {run.data.tags.get(tracking.TAG_EXP_NAME, ""): run for run in runs_of(client)}
     assert len(runs_of(client)) == 3
-    exp_commit = repo.run("git", "rev-parse", "refs/exps/" + baseline[:2] + "/" + baseline[2:] + "/temp-exp").stdout.strip()
+    exp_ref = f"refs/exps/{baseline[:2]}/{baseline[2:]}/temp-exp"
+    exp_commit = repo.run("git", "rev-parse", exp_ref).stdout.strip()
     assert after["temp-exp"].info.run_id == runs["temp-exp"].info.run_id
     assert after["temp-exp"].data.tags[tracking.TAG_COMMIT] == exp_commit
     assert after["temp-exp"].data.tags[tracking.TAG_DIRTY] == "false"
@@ -518,7 +524,9 @@ def test_mlflow_models_serve_answers_like_the_model_in_process(workspace: Path, 
     command = [MLFLOW, "models", "serve", "-m", f"models:/{tracking.REGISTERED_MODEL}@{tracking.ALIAS}",
                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
     with open(log, "wb") as handle:
-        process = subprocess.Popen(command, cwd=tmp_path, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=tmp_path, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     try:
         wait_until_up(process, f"http://127.0.0.1:{port}/ping", SERVE_START_S, log)
         model, spec = load_model(workspace / "models/best")
