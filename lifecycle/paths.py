@@ -51,3 +51,13 @@ PREDICT_REPORT = METRICS / "predict.json"
 # tune (seed step 8e): grid-search results, committed with the other metrics
 TUNE_SUMMARY = METRICS / "tune.json"
 TUNE_RESULTS = METRICS / "tune_results.csv"
+
+# Tracking (the MLflow mirror, lifecycle/tracking.py). What the mirror reads, relative to a
+# repository root; and the names of its local store, artifacts and spool, which live at the
+# REAL repository root (also when DVC runs an experiment in a temporary copy) and are gitignored.
+MIRRORED_FILES = ("params.yaml", "dvc.lock")
+MIRRORED_MODEL = "models/best"  # the selected model: model.pt + model.json
+MIRRORED_FOLDERS = ("metrics", "plots", MIRRORED_MODEL)
+MLFLOW_DB = "mlflow.db"
+MLFLOW_ARTIFACTS = "mlartifacts"
+MLFLOW_SPOOL = ".mlflow-spool"

@@ -1,0 +1,542 @@
+"""The MLflow mirror (lifecycle/tracking.py, stages/mirror.py), proven with real parts.
+
+Runs are read back through ``MlflowClient`` and compared, value by value, with params.yaml
+and the files under metrics/ -- using this file's own flattening, not the module's. The slow
+tests run a real ``mlflow server`` on 127.0.0.1 (sqlite backend, local artifacts) and the real
+pipeline in a temporary copy of the repository, with a stub in place of the model stages
+(a seeded SeedCNN in models/best, metrics, a DVCLive curve and a figure).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import torch
+import yaml
+
+from lifecycle import tracking
+from lifecycle.images import to_model_input
+from lifecycle.models import ModelSpec, SeedCNN, load_model, save_model
+
+from .conftest import ROOT, env_with_venv
+
+MLFLOW = str(Path(sys.executable).parent / "mlflow")
+SERVER_START_S = 120     # bounded waits: a server or model server that is not up by then fails the test
+SERVE_START_S = 180
+
+
+# ----------------------------------------------------------------------------- expectations
+
+
+def expected_params(document: dict, prefix: str = "") -> dict[str, str]:
+    """params.yaml flattened as the README promises: dotted keys, strings as is, the rest JSON."""
+    flat = {}
+    for key, value in document.items():
+        if isinstance(value, dict) and value:
+            flat.update(expected_params(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value if isinstance(value, str) else json.dumps(value)
+    return flat
+
+
+def json_numbers(document, path=()):
+    if isinstance(document, dict):
+        for key, value in document.items():
+            yield from json_numbers(value, (*path, key))
+    elif isinstance(document, (int, float)):
+        yield ".".join(path), float(document)
+
+
+def expected_metrics(root: Path) -> tuple[dict[str, float], dict[str, list[tuple[int, float]]]]:
+    """Scalars of every metrics JSON (``<file>/<dotted.key>``) and DVCLive curves (``<dir>/<name>``)."""
+    scalars, curves = {}, {}
+    for path in sorted((root / "metrics").rglob("*.json")):
+        file_part = path.relative_to(root / "metrics").with_suffix("").as_posix()
+        for key, value in json_numbers(json.loads(path.read_text())):
+            scalars[f"{file_part}/{key}"] = value
+    for path in sorted((root / "metrics").rglob("*.tsv")):
+        relative = path.relative_to(root / "metrics").with_suffix("").as_posix()
+        if "/plots/metrics/" not in relative:
+            continue
+        folder, name = relative.split("/plots/metrics/")
+        lines = path.read_text().split("\n")[1:]
+        curves[f"{folder}/{name}"] = [(int(line.split("\t")[0]), float(line.split("\t")[1])) for line in lines if line]
+    return scalars, curves
+
+
+def runs_of(client, experiment=tracking.EXPERIMENT):
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id]) if found else []
+
+
+def assert_run_matches_files(client, run_id: str, root: Path, tmp_path: Path) -> None:
+    """The run holds exactly what params.yaml, metrics/, plots/ and models/best say."""
+    run = client.get_run(run_id)
+    assert run.data.params == expected_params(yaml.safe_load((root / "params.yaml").read_text()))
+
+    scalars, curves = expected_metrics(root)
+    assert set(run.data.metrics) == set(scalars) | set(curves)
+    for key, value in scalars.items():
+        assert run.data.metrics[key] == value, key
+        assert [m.step for m in client.get_metric_history(run_id, key)] == [0], key
+    for key, points in curves.items():
+        history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+        assert history == points, key
+
+    destination = tmp_path / f"artifacts-{run_id}-{time.monotonic_ns()}"
+    destination.mkdir()
+    downloaded = Path(client.download_artifacts(run_id, "", str(destination)))
+    for folder in ("metrics", "plots"):
+        for path in sorted((root / folder).rglob("*")):
+            if path.is_file():
+                relative = path.relative_to(root)
+                assert (downloaded / relative).read_bytes() == path.read_bytes(), relative
+    assert (downloaded / "params.yaml").read_bytes() == (root / "params.yaml").read_bytes()
+    assert (downloaded / "dvc.lock").is_file() == (root / "dvc.lock").is_file()
+
+    if (root / "models/best/model.json").is_file():
+        assert_registered_model(client, run_id, root / "models/best", tmp_path)
+
+
+def assert_registered_model(client, run_id: str, folder: Path, tmp_path: Path) -> None:
+    import mlflow
+
+    versions = client.search_model_versions(f"name = '{tracking.REGISTERED_MODEL}' and run_id = '{run_id}'")
+    assert len(versions) == 1
+    model_uri = f"models:/{tracking.REGISTERED_MODEL}/{versions[0].version}"
+    destination = tmp_path / f"model-{run_id}-{time.monotonic_ns()}"
+    destination.mkdir()
+    with tracking.global_store(client.tracking_uri):
+        local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(destination)))
+    spec = json.loads((folder / "model.json").read_text())
+    assert (local / "extra_files" / "model.json").read_bytes() == (folder / "model.json").read_bytes()
+    signature = yaml.safe_load((local / "MLmodel").read_text())["signature"]
+    size, classes = spec["image_size"], len(spec["classes"])
+    def tensor(shape):
+        return [{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": shape}}]
+
+    assert json.loads(signature["inputs"]) == tensor([-1, 3, size, size])
+    assert json.loads(signature["outputs"]) == tensor([-1, classes])
+    assert (local / "input_example.json").is_file()
+
+    pyfunc = mlflow.pyfunc.load_model(str(local))
+    model, _ = load_model(folder)
+    batch = tracking.example_input(size, tuple(spec["mean"]), tuple(spec["std"]))
+    batch = np.concatenate([batch, batch[:1] * 0.5, batch[:1] - 0.3]).astype(np.float32)  # 4 images: any batch size
+    with torch.no_grad():
+        expected = model(torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(np.asarray(pyfunc.predict(batch)), expected, rtol=0, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An empty, fully migrated MLflow sqlite database (migrating takes seconds; copy this one)."""
+    from mlflow import MlflowClient
+
+    database = tmp_path_factory.mktemp("store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{database}").search_experiments()
+    return database
+
+
+def write_model_state(root: Path, lr: float = 0.01, seed: int = 0, image_size: int = 32) -> None:
+    """What the model stages will write: models/best, metrics (JSON, DVCLive), a figure."""
+    torch.manual_seed(seed)
+    spec = ModelSpec("seed_cnn", ["cat", "dog"], image_size, arguments={"channels": [4]})
+    save_model(SeedCNN(image_size, 2, (4,)), spec, root / "models/best")
+    (root / "metrics/select/plots/metrics/val").mkdir(parents=True, exist_ok=True)
+    (root / "metrics/select.json").write_text(
+        json.dumps({"model": "train", "test": {"accuracy": 0.5 + lr, "f1": 0.25}, "valid": True}, indent=2)
+    )
+    losses = [1.0, 0.5 - lr, 0.25 - lr]
+    (root / "metrics/select/plots/metrics/val/loss.tsv").write_text(
+        "step\tloss\n" + "".join(f"{step}\t{loss}\n" for step, loss in enumerate(losses))
+    )
+    (root / "metrics/select/metrics.json").write_text(json.dumps({"step": 2, "val": {"loss": losses[-1]}}))
+    (root / "plots").mkdir(exist_ok=True)
+    (root / "plots/confusion.svg").write_text(f'<svg xmlns="http://www.w3.org/2000/svg"><text>{lr}</text></svg>\n')
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, empty_store: Path) -> Path:
+    """A committed git + DVC folder with the project's params.yaml and a full pipeline state."""
+    root = tmp_path / "workspace"
+    root.mkdir()
+    (root / ".dvc").mkdir()
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params.update({"lr": 0.01, "train": {"lr": 0.001, "epochs": 2, "channels": [4], "scheduler": None}})
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/.mlflow-spool/\n")
+    write_model_state(root)
+    for line in (["init", "-q", "-b", "main"], ["config", "user.email", "t@example.com"], ["config", "user.name", "t"],
+                 ["add", "-A"], ["commit", "-qm", "state"]):
+        subprocess.run(["git", *line], cwd=root, check=True, capture_output=True)
+    shutil.copy(empty_store, root / "mlflow.db")
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
+
+
+def wait_until_up(process: subprocess.Popen, url: str, seconds: float, log: Path) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"{url} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    stop_process_group(process)
+    raise AssertionError(f"{url} did not answer within {seconds} s:\n{log.read_text()[-3000:]}")
+
+
+class MlflowServer:
+    """A real ``mlflow server`` on 127.0.0.1 with a sqlite backend and local artifacts in ``folder``."""
+
+    def __init__(self, folder: Path, empty_store: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(empty_store, folder / "server.db")
+
+    def start(self) -> None:
+        log = self.folder / "server.log"
+        command = [
+            MLFLOW, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
+            "--artifacts-destination", str(self.folder / "artifacts"),
+        ]
+        with open(log, "ab") as handle:
+            self.process = subprocess.Popen(command, cwd=self.folder, stdout=handle, stderr=subprocess.STDOUT,
+                                            env=env_with_venv(), start_new_session=True)
+        wait_until_up(self.process, f"{self.uri}/health", SERVER_START_S, log)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process_group(self.process)
+            self.process = None
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path, empty_store: Path):
+    server = MlflowServer(tmp_path / "server", empty_store)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def client_for(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+# ----------------------------------------------------------------------------- where
+
+
+def test_real_root_of_a_dvc_temporary_copy(tmp_path: Path):
+    repo = tmp_path / "repo"
+    copy = repo / ".dvc" / "tmp" / "exps" / "standalone" / "tmpab12cd"
+    (copy / ".dvc").mkdir(parents=True)
+    assert tracking.real_root(repo, environ={}) == repo
+    assert tracking.real_root(copy, environ={}) == repo                      # from the layout alone
+    assert tracking.real_root(copy, environ={"DVC_ROOT": str(repo)}) == repo  # what DVC says
+    other = tmp_path / "other"
+    (other / ".dvc").mkdir(parents=True)
+    assert tracking.real_root(repo, environ={"DVC_ROOT": str(other)}) == repo  # a stray DVC_ROOT is ignored
+    assert tracking.tracking_uri(copy, environ={}) == f"sqlite:///{repo}/mlflow.db"
+    assert tracking.spool_dir(copy, environ={}) == repo / ".mlflow-spool"
+    assert tracking.tracking_uri(copy, environ={"MLFLOW_TRACKING_URI": "http://team:5000"}) == "http://team:5000"
+    assert tracking.local_artifact_location(f"sqlite:///{repo}/mlflow.db") == (repo / "mlartifacts").as_uri()
+
+
+def test_real_root_of_this_repository_is_its_folder():
+    assert tracking.real_root(environ={}) == ROOT
+    assert tracking.tracking_uri(environ={}) == f"sqlite:///{ROOT}/mlflow.db"
+
+
+def test_names_of_params_and_metrics():
+    assert tracking.flatten_params({"seed": 1, "train": {"lr": 0.1, "channels": [8], "opt": {}}, "path": None}) == {
+        "seed": "1", "train.lr": "0.1", "train.channels": "[8]", "train.opt": "{}", "path": "null",
+    }
+    document = {"test": {"accuracy": 0.5, "ok": True}, "name": "x", "losses": [3, 2],
+                "history": [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25}]}
+    assert tracking.document_metrics(document, "evaluate/train") == {
+        "evaluate/train/test.accuracy": [(0, 0.5)],
+        "evaluate/train/test.ok": [(0, 1.0)],
+        "evaluate/train/losses": [(0, 3.0), (1, 2.0)],
+        "evaluate/train/history.loss": [(1, 0.5), (2, 0.25)],
+    }
+    assert tracking.mlflow_key("evaluate@train/a+b//../c") == "evaluate_train/a_b/_/c"
+
+
+def test_dvclive_curves_are_stepped_metrics(tmp_path: Path):
+    curve = tmp_path / "metrics/train/plots/metrics/val/loss.tsv"
+    curve.parent.mkdir(parents=True)
+    curve.write_text("step\tloss\n0\t1.0\n1\t0.5\n")
+    table = tmp_path / "metrics/tune/history.csv"
+    table.parent.mkdir(parents=True)
+    table.write_text("epoch,loss,accuracy\n1,0.9,0.6\n2,0.7,0.8\n")
+    files = ["metrics/train/plots/metrics/val/loss.tsv", "metrics/tune/history.csv"]
+    assert tracking.read_metrics(tmp_path, files) == {
+        "train/val/loss": [(0, 1.0), (1, 0.5)],
+        "tune/history/loss": [(1, 0.9), (2, 0.7)],
+        "tune/history/accuracy": [(1, 0.6), (2, 0.8)],
+    }
+
+
+# ----------------------------------------------------------------------------- the sqlite default
+
+
+def test_mirror_into_the_default_sqlite_store_holds_what_the_files_say(workspace: Path, tmp_path: Path):
+    environment = dict(os.environ)
+    report = tracking.mirror_workspace(workspace, environ={})
+    assert dict(os.environ) == environment                                 # no MLFLOW_* left behind
+    assert report.kept == [] and len(report.sent) == 1
+    assert (workspace / "mlartifacts").is_dir() and not (workspace / "mlruns").exists()
+    assert list((workspace / ".mlflow-spool").iterdir()) == [workspace / ".mlflow-spool" / ".lock"]
+
+    client = client_for(f"sqlite:///{workspace}/mlflow.db")
+    [run] = runs_of(client)
+    assert run.info.run_id == report.sent[0][1]
+    assert run.info.artifact_uri.startswith((workspace / "mlartifacts").as_uri())
+    assert_run_matches_files(client, run.info.run_id, workspace, tmp_path)
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workspace, capture_output=True, text=True).stdout.strip()
+    tags = run.data.tags
+    assert tags[tracking.TAG_COMMIT] == head and tags["mlflow.source.git.commit"] == head
+    assert tags[tracking.TAG_BRANCH] == "main" and tags[tracking.TAG_DIRTY] == "false"
+    assert tags[tracking.TAG_STATE] == tracking.pipeline_state(workspace)
+    assert run.info.run_name == f"main@{head[:7]}"
+    version = client.get_model_version_by_alias(tracking.REGISTERED_MODEL, tracking.ALIAS)
+    assert version.run_id == run.info.run_id
+
+
+def test_the_same_state_mirrored_again_updates_its_run(workspace: Path, tmp_path: Path):
+    environ = {"DVC_EXP_NAME": "bold-lr"}
+    tracking.mirror_workspace(workspace, environ=environ)
+    client = client_for(f"sqlite:///{workspace}/mlflow.db")
+    [first] = runs_of(client)
+    (workspace / "README.md").write_text("notes\n")                      # a commit that changes no mirrored file
+    subprocess.run(["git", "add", "README.md"], cwd=workspace, check=True)
+    subprocess.run(["git", "commit", "-qm", "notes"], cwd=workspace, check=True)
+    again = tracking.mirror_workspace(workspace, environ={})   # committed since, and no DVC_EXP_NAME now
+    assert again.kept == []
+
+    [run] = runs_of(client)
+    assert run.info.run_id == first.info.run_id
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workspace, capture_output=True, text=True).stdout.strip()
+    assert run.data.tags[tracking.TAG_COMMIT] == head                      # updated
+    assert run.data.tags[tracking.TAG_EXP_NAME] == "bold-lr" == run.info.run_name  # never erased
+    assert_run_matches_files(client, run.info.run_id, workspace, tmp_path)  # no metric point twice
+    experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    assert len(client.search_logged_models([experiment])) == 1
+    assert len(client.search_model_versions(f"name = '{tracking.REGISTERED_MODEL}'")) == 1
+
+    write_model_state(workspace, lr=0.02, seed=1)                          # a new state: a new run
+    tracking.mirror_workspace(workspace, environ={})
+    runs = runs_of(client)
+    assert len(runs) == 2
+    newest = next(r for r in runs if r.info.run_id != first.info.run_id)
+    assert_run_matches_files(client, newest.info.run_id, workspace, tmp_path)
+    assert client.get_model_version_by_alias(tracking.REGISTERED_MODEL, tracking.ALIAS).run_id == newest.info.run_id
+
+
+def test_an_unreadable_metrics_file_never_fails_the_mirror(workspace: Path):
+    (workspace / "metrics/broken.json").write_text("{not json")
+    report = tracking.mirror_workspace(workspace, environ={})
+    assert report.sent == [] and len(report.kept) == 1
+    assert "JSONDecodeError" in report.warning()
+    assert len(tracking.spool_entries(workspace / ".mlflow-spool")) == 1   # kept, to be sent once fixed
+
+
+def test_a_server_that_is_down_leaves_the_state_in_the_spool_with_one_warning(repo_copy, tmp_path: Path, monkeypatch):
+    repo = repo_copy()
+    write_model_state(repo.path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nobody listens there
+    result = repo.run(sys.executable, "-m", "stages.mirror", timeout=300)
+    assert result.returncode == 0
+    warnings = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: could not mirror 1 pipeline run(s)"), result.stderr
+    assert "connection refused" in warnings[0] and "python -m stages.mirror --flush" in warnings[0]
+    [entry] = tracking.spool_entries(repo.path / ".mlflow-spool")
+    assert (entry.files / "models/best/model.pt").read_bytes() == (repo.path / "models/best/model.pt").read_bytes()
+    flush = repo.run(sys.executable, "-m", "stages.mirror", "--flush", check=False, timeout=300)
+    assert flush.returncode == 1 and "warning: could not mirror 1" in flush.stderr
+
+
+# ----------------------------------------------------------------------------- real server, real pipeline
+
+STUB = '''"""Test stub of the model stages: a seeded SeedCNN in models/best, metrics, a curve, a figure."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lifecycle.params import read_params_file
+from tests.test_tracking import write_model_state
+
+params = read_params_file()
+write_model_state(Path("."), lr=params["lr"], seed=params["seed"], image_size=params["featurize"]["image_size"])
+'''
+
+
+def add_model_stub(repo) -> None:
+    """The model stages are other branches: a stub stage writes what they will write."""
+    (repo.path / "stages/model_stub.py").write_text(STUB)
+    pipeline = yaml.safe_load((repo.path / "dvc.yaml").read_text())
+    stages = pipeline["stages"]
+    mirror = stages.pop("mirror")
+    stages["model_stub"] = {
+        "cmd": "python -m stages.model_stub",
+        "deps": ["stages/model_stub.py", "data/processed/train_balanced.npz"],
+        "params": ["lr", "seed", "featurize.image_size"],
+        "outs": ["models/best", {"plots/confusion.svg": {"cache": False}}, {"metrics/select": {"cache": False}}],
+        "metrics": [{"metrics/select.json": {"cache": False}}],
+    }
+    mirror["deps"] += ["plots", "models/best"]
+    stages["mirror"] = mirror
+    (repo.path / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    repo.commit("model stub")
+
+
+@pytest.mark.slow
+def test_pipeline_with_the_server_down_spools_and_flush_sends_exactly_the_files(
+    repo_copy, mlflow_server, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    repo = repo_copy({"lr": 0.01})
+    add_model_stub(repo)
+    repo.dvc("repro")
+    client = client_for(mlflow_server.uri)
+    [first] = runs_of(client)
+    assert_run_matches_files(client, first.info.run_id, repo.path, tmp_path)
+
+    mlflow_server.stop()
+    repo.set_params({"lr": 0.02})
+    result = repo.dvc("repro")                                           # succeeds, with one warning
+    assert "warning: could not mirror 1 pipeline run(s) to MLflow" in result.stderr
+    assert len(tracking.spool_entries(repo.path / ".mlflow-spool")) == 1
+
+    mlflow_server.start()
+    flush = repo.run(sys.executable, "-m", "stages.mirror", "--flush", timeout=600)
+    assert "warning" not in flush.stderr
+    assert tracking.spool_entries(repo.path / ".mlflow-spool") == []
+    runs = runs_of(client)
+    assert len(runs) == 2
+    second = next(r for r in runs if r.info.run_id != first.info.run_id)
+    assert_run_matches_files(client, second.info.run_id, repo.path, tmp_path)
+    assert client.get_model_version_by_alias(tracking.REGISTERED_MODEL, tracking.ALIAS).run_id == second.info.run_id
+
+    repo.commit("lr 0.02")                                                # backfill: the same state, the same run
+    repo.run(sys.executable, "-m", "stages.mirror", "--rev", "HEAD", timeout=600)
+    assert len(runs_of(client)) == 2
+    head = repo.run("git", "rev-parse", "HEAD").stdout.strip()
+    updated = client.get_run(second.info.run_id)
+    assert updated.data.tags[tracking.TAG_COMMIT] == head and updated.data.tags[tracking.TAG_DIRTY] == "false"
+    assert_run_matches_files(client, second.info.run_id, repo.path, tmp_path)
+
+
+def wait_for_queue(repo, seconds: float = 600) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status = repo.dvc("queue", "status").stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            return
+        time.sleep(3)
+    raise AssertionError(f"the DVC queue did not finish within {seconds} s:\n{status}")
+
+
+@pytest.mark.slow
+def test_temp_and_queued_experiments_mirror_into_the_real_root(repo_copy, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    repo = repo_copy({"lr": 0.01})
+    add_model_stub(repo)
+    repo.dvc("repro")
+    repo.commit("baseline")
+    baseline = repo.run("git", "rev-parse", "HEAD").stdout.strip()
+
+    repo.dvc("exp", "run", "--temp", "-n", "temp-exp", "-S", "lr=0.05")
+    repo.dvc("exp", "run", "--queue", "-n", "queued-exp", "-S", "lr=0.07")
+    repo.dvc("queue", "start")
+    wait_for_queue(repo)
+
+    client = client_for(f"sqlite:///{repo.path}/mlflow.db")               # the real root's default store
+    runs = {run.data.tags.get(tracking.TAG_EXP_NAME, ""): run for run in runs_of(client)}
+    assert set(runs) == {"", "temp-exp", "queued-exp"}
+    assert not list((repo.path / ".dvc/tmp").rglob("mlflow.db"))
+    for name, lr in (("temp-exp", 0.05), ("queued-exp", 0.07)):
+        run = runs[name]
+        assert run.data.params["lr"] == str(lr)
+        assert run.data.tags[tracking.TAG_COMMIT] == baseline == run.data.tags[tracking.TAG_BASELINE]
+        assert run.data.tags[tracking.TAG_DIRTY] == "true"               # its params are not the commit's
+        assert run.data.metrics["select/test.accuracy"] == pytest.approx(0.5 + lr, abs=1e-12)
+
+    repo.run(sys.executable, "-m", "stages.mirror", "--all-experiments", timeout=600)  # backfill: same runs
+    after = {run.data.tags.get(tracking.TAG_EXP_NAME, ""): run for run in runs_of(client)}
+    assert len(runs_of(client)) == 3
+    exp_ref = f"refs/exps/{baseline[:2]}/{baseline[2:]}/temp-exp"
+    exp_commit = repo.run("git", "rev-parse", exp_ref).stdout.strip()
+    assert after["temp-exp"].info.run_id == runs["temp-exp"].info.run_id
+    assert after["temp-exp"].data.tags[tracking.TAG_COMMIT] == exp_commit
+    assert after["temp-exp"].data.tags[tracking.TAG_DIRTY] == "false"
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_like_the_model_in_process(workspace: Path, tmp_path: Path):
+    report = tracking.mirror_workspace(workspace, environ={})
+    assert report.kept == [], report.warning()
+    port = free_port()
+    log = tmp_path / "serve.log"
+    env = {**env_with_venv(), "MLFLOW_TRACKING_URI": f"sqlite:///{workspace}/mlflow.db", "PYTHONUNBUFFERED": "1"}
+    command = [MLFLOW, "models", "serve", "-m", f"models:/{tracking.REGISTERED_MODEL}@{tracking.ALIAS}",
+               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    with open(log, "wb") as handle:
+        process = subprocess.Popen(
+            command, cwd=tmp_path, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        wait_until_up(process, f"http://127.0.0.1:{port}/ping", SERVE_START_S, log)
+        model, spec = load_model(workspace / "models/best")
+        rng = np.random.default_rng(7)
+        images = rng.integers(0, 256, size=(3, spec.image_size, spec.image_size, 3), dtype=np.uint8)
+        batch = to_model_input(images, spec.mean, spec.std).numpy()
+        answer = requests.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": batch.tolist()}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        with torch.no_grad():
+            expected = model(torch.from_numpy(batch)).numpy()
+        np.testing.assert_allclose(np.asarray(answer.json()["predictions"]), expected, rtol=0, atol=1e-5)
+    finally:
+        stop_process_group(process)
