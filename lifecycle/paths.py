@@ -39,3 +39,27 @@ def relative(path: Path) -> str:
         return str(Path(path).resolve().relative_to(ROOT))
     except ValueError:
         return str(path)
+
+
+# Models (issue 3): pretrain, train, finetune, transfer, evaluate, select.
+PRETRAINED = MODELS / "pretrain"           # one folder per backbone architecture
+FROZEN_FEATURES = PROCESSED / "frozen_features.npz"
+BEST_MODEL = MODELS / "best"
+
+
+def model_dir(stage: str) -> Path:
+    """models/<stage>: model.pt + model.json written by a training stage."""
+    return MODELS / stage
+
+
+def live_dir(stage: str) -> Path:
+    """metrics/<stage>: DVCLive's per-epoch curves and the kept epoch's metrics."""
+    return METRICS / stage
+
+
+def evaluation_report(model: str) -> Path:
+    return METRICS / "evaluate" / f"{model}.json"
+
+
+def evaluation_plots(model: str) -> Path:
+    return PLOTS / "evaluate" / model
