@@ -213,6 +213,35 @@ def frozen_features(
     return predict_logits(body, images, image_preparer(spec.mean, spec.std), batch_size=64, device=device, desc=desc)
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureScaling:
+    """Standardise frozen features for training the head, then fold it into the head.
+
+    Raw penultimate features have wildly different scales, which makes the head's
+    training jumpy; the head trains on ``(x - mean) / std`` and :meth:`fold` rewrites
+    it to take raw features (``W / std``, ``b - W @ (mean / std)``), so the saved model
+    is still the backbone with one plain linear last layer.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @classmethod
+    def of(cls, features: torch.Tensor) -> "FeatureScaling":
+        return cls(features.mean(0), features.std(0).clamp_min(1e-6))
+
+    def apply(self, features: torch.Tensor) -> torch.Tensor:
+        return (features - self.mean) / self.std
+
+    def fold(self, head: nn.Linear) -> nn.Linear:
+        folded = nn.Linear(head.in_features, head.out_features)
+        with torch.no_grad():
+            weight = head.weight.detach().cpu().double()
+            folded.weight.copy_(weight / self.std.double())
+            folded.bias.copy_(head.bias.detach().cpu().double() - weight @ (self.mean.double() / self.std.double()))
+        return folded
+
+
 def attach_head(model: nn.Module, head: nn.Linear) -> nn.Module:
     """The full classifier: ``model`` (the pretrained backbone, any head) with ``head`` as its last layer."""
     return set_head(model, head)

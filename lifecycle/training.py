@@ -11,8 +11,9 @@ Deterministic: :func:`seed_everything` turns on ``torch.use_deterministic_algori
 batch order comes from a seeded ``DistributedSampler`` and each sample's random transform
 from its own seed ``(seed, epoch, index)``, so results do not depend on how many loader
 workers run. CUDA when available, else CPU. Under ``torchrun`` the same loop runs one
-process per device with DistributedDataParallel (nccl on CUDA, gloo on CPU); only rank 0
-shows progress, validates, logs (DVCLive) and writes.
+process per device with DistributedDataParallel (nccl on CUDA, gloo on CPU); every process
+validates (so all keep the same best epoch), only rank 0 shows progress, logs (DVCLive)
+and writes.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import contextlib
 import copy
 import dataclasses
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -264,7 +266,7 @@ class EpochRecord:
 
 @dataclasses.dataclass
 class FitResult:
-    best_epoch: int             # 1-based; 0 on ranks other than 0, which do not validate
+    best_epoch: int             # 1-based; the same on every process
     history: list[EpochRecord]
     world_size: int
 
@@ -416,6 +418,7 @@ def fit(
     best_key: tuple[float, float] | None = None
     best_state: dict[str, torch.Tensor] | None = None
     for epoch in range(1, config.epochs + 1):
+        started = time.perf_counter()
         sampler.set_epoch(epoch)
         network.train()
         totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
@@ -438,8 +441,11 @@ def fit(
         if cluster.distributed:
             dist.all_reduce(totals)
         train_loss, train_accuracy = (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
-        if not cluster.is_main:
-            continue
+        seconds = time.perf_counter() - started
+        if cluster.distributed:
+            _broadcast_buffers(model)  # batch-norm statistics differ per process after its last batch
+        # Every process validates the same model on the whole split, so all agree on the
+        # best epoch and end with the same weights without further messages.
         val_loss, val_accuracy = _validate(model, val, prepare, per_process_batch, device, loss_fn)
         record = EpochRecord(epoch, train_loss, train_accuracy, val_loss, val_accuracy)
         history.append(record)
@@ -450,13 +456,19 @@ def fit(
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         if log is not None:
             log.log(record)
+        if not cluster.is_main:
+            continue
         print(
             f"{config.name} epoch {epoch}/{config.epochs}: train loss {train_loss:.4f} accuracy {train_accuracy:.4f}"
-            f" | val loss {val_loss:.4f} accuracy {val_accuracy:.4f}{'  (best so far)' if improved else ''}",
+            f" | val loss {val_loss:.4f} accuracy {val_accuracy:.4f} | {totals[2].item() / seconds:.0f} images/s"
+            f"{'  (best so far)' if improved else ''}",
             flush=True,
         )
-    best_epoch = 0
-    if cluster.is_main and best_state is not None:
-        model.load_state_dict(best_state)
-        best_epoch = max(history, key=lambda r: (r.val_accuracy, -r.val_loss, -r.epoch)).epoch
+    model.load_state_dict(best_state)
+    best_epoch = max(history, key=lambda r: (r.val_accuracy, -r.val_loss, -r.epoch)).epoch
     return FitResult(best_epoch=best_epoch, history=history, world_size=cluster.world_size)
+
+
+def _broadcast_buffers(model: nn.Module) -> None:
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)

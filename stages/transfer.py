@@ -1,6 +1,7 @@
 """Transfer (seed step 8f): the pretrained backbone frozen, its last classification layer
 replaced by a two-class one, and only that layer trained, on the frozen features computed
-once by ``frozen_features`` (seconds per run). The saved model is the whole network, so
+once by ``frozen_features`` (seconds per run). The head trains on standardised features and
+the standardisation is folded into its weights afterwards. The saved model is the whole network, so
 evaluate and serve use it like any other.
 
 in: data/processed/frozen_features.npz, models/pretrain/<transfer.architecture>, data/processed/classes.json
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from lifecycle import paths
-from lifecycle.backbones import TransferParams, attach_head, load_backbone
+from lifecycle.backbones import FeatureScaling, TransferParams, attach_head, load_backbone
 from lifecycle.errors import run_stage
 from lifecycle.io import read_arrays, read_json
 from lifecycle.models import ModelSpec, load_spec, save_model
@@ -30,8 +31,9 @@ def main() -> None:
     backbone = paths.PRETRAINED / params.architecture
     pretrained = load_spec(backbone)
     features = read_arrays(paths.FROZEN_FEATURES)
-    train = Samples(torch.from_numpy(features["train_features"]), torch.from_numpy(features["train_labels"]))
-    val = Samples(torch.from_numpy(features["val_features"]), torch.from_numpy(features["val_labels"]))
+    scaling = FeatureScaling.of(torch.from_numpy(features["train_features"]))
+    train = Samples(scaling.apply(torch.from_numpy(features["train_features"])), torch.from_numpy(features["train_labels"]))
+    val = Samples(scaling.apply(torch.from_numpy(features["val_features"])), torch.from_numpy(features["val_labels"]))
     spec = ModelSpec(
         architecture=params.architecture,
         classes=list(classes["classes"]),
@@ -52,7 +54,7 @@ def main() -> None:
         if cluster.is_main:
             summary = result.summary()
             log.close(summary)
-            model = attach_head(load_backbone(backbone, len(spec.classes)), head.cpu())
+            model = attach_head(load_backbone(backbone, len(spec.classes)), scaling.fold(head.cpu()))
             info = {
                 "stage": "transfer",
                 **summary,
