@@ -45,9 +45,13 @@ def test_pipeline_reproduces_and_an_experiment_reruns_only_train_and_its_descend
         report = json.loads((repo.path / "metrics" / "evaluate" / f"{name}.json").read_text())
         assert report["test"]["images"] > 0 and 0.0 <= report["test"]["accuracy"] <= 1.0
         assert (repo.path / "plots" / "evaluate" / name / "confusion.csv").is_file()
-    plots = repo.dvc("plots", "show", "--json").stdout
-    assert "metrics/train/plots/metrics/val/accuracy.tsv" in plots
-    assert "plots/evaluate/train/confusion.csv" in plots
+    plots = json.loads(repo.dvc("plots", "show", "--json").stdout)
+    assert not plots.get("errors")
+    curves = plots["data"]["Validation accuracy per epoch, all models"][0]["content"]["data"]["values"]
+    assert {row["filename"] for row in curves} >= {"train/plots/metrics/val/accuracy.tsv",
+                                                    "finetune/plots/metrics/val/accuracy.tsv"}
+    assert len(plots["data"]["plots/evaluate/train/confusion.csv"][0]["content"]["data"]["values"]) > 0
+    assert any("metrics/pretrain/plots" in name for name in plots["data"])  # the pretext curves
 
     repo.commit("pipeline run")
     lock = (repo.path / "dvc.lock").read_bytes()
