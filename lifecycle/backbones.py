@@ -52,7 +52,7 @@ ROTATIONS = ("rot0", "rot90", "rot180", "rot270")  # the pretext task's classes
 @dataclasses.dataclass(frozen=True)
 class PretrainParams:
     weights: Literal["pretext", "imagenet", "none"] = "pretext"  # where the backbone's weights come from
-    epochs: int = 3             # pretext epochs
+    epochs: int = 2             # pretext epochs
     lr: float = 0.001           # pretext Adam learning rate
     batch_size: int = 32
     weight_decay: float = 0.0
@@ -66,7 +66,7 @@ class PretrainParams:
 @dataclasses.dataclass(frozen=True)
 class FinetuneParams:
     architecture: str = "resnet18"  # any torchvision.models classifier
-    epochs: int = 3
+    epochs: int = 2
     batch_size: int = 32
     lr_backbone: float = 0.0001     # every pretrained layer
     lr_head: float = 0.001          # the new two-class layer

@@ -52,7 +52,7 @@ class ExperimentParams:
     """The top-level knobs of ``train`` that experiments sweep (``dvc exp run -S lr=0.01``)."""
 
     lr: float = 0.001       # Adam's learning rate (the seed's 0.001)
-    epochs: int = 10        # passes over the training split; the best epoch by validation accuracy is kept
+    epochs: int = 15        # passes over the training split; the best epoch by validation accuracy is kept
     batch_size: int = 32    # images per optimisation step (the seed's 32)
 
     def __post_init__(self) -> None:
