@@ -15,6 +15,7 @@ Architectures:
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from torch import nn
 
 from lifecycle.errors import UserError
 from lifecycle.images import IMAGENET_MEAN, IMAGENET_STD
-from lifecycle.io import atomic_path, write_json_atomic
+from lifecycle.io import write_bytes_atomic, write_json_atomic
 from lifecycle.paths import relative
 
 WEIGHTS_FILE = "model.pt"
@@ -39,7 +40,8 @@ class SeedCNN(nn.Module):
         super().__init__()
         if image_size % (2 ** len(channels)) != 0:
             raise UserError(
-                f"image_size {image_size} must be divisible by 2**{len(channels)} for a CNN with {len(channels)} pooling blocks."
+                f"featurize.image_size {image_size} must be divisible by {2 ** len(channels)} for seed_cnn with "
+                f"{len(channels)} pooling blocks (train.channels)."
             )
         blocks: list[nn.Module] = []
         in_channels = 3
@@ -84,19 +86,38 @@ def torchvision_classifiers() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
-    """Swap the last linear layer of a torchvision classifier for a ``num_classes`` one."""
+def _head_slot(model: nn.Module) -> tuple[nn.Module, str | int]:
+    """Where the last classification layer lives: (its parent module, its attribute or index)."""
     for attribute in ("fc", "classifier", "head", "heads"):
         head = getattr(model, attribute, None)
         if isinstance(head, nn.Linear):
-            setattr(model, attribute, nn.Linear(head.in_features, num_classes))
-            return model
+            return model, attribute
         if isinstance(head, nn.Sequential):
             for index in range(len(head) - 1, -1, -1):
                 if isinstance(head[index], nn.Linear):
-                    head[index] = nn.Linear(head[index].in_features, num_classes)
-                    return model
+                    return head, index
     raise UserError(f"cannot find the classification layer of {type(model).__name__} to replace.")
+
+
+def head_layer(model: nn.Module) -> nn.Linear:
+    """The last classification layer (``fc`` of a ResNet, ``classifier[6]`` of a VGG, ...)."""
+    parent, key = _head_slot(model)
+    return parent[key] if isinstance(key, int) else getattr(parent, key)
+
+
+def set_head(model: nn.Module, layer: nn.Module) -> nn.Module:
+    """Put ``layer`` where the last classification layer was (``nn.Identity()`` exposes the features)."""
+    parent, key = _head_slot(model)
+    if isinstance(key, int):
+        parent[key] = layer
+    else:
+        setattr(parent, key, layer)
+    return model
+
+
+def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
+    """Swap the last linear layer of a torchvision classifier for a ``num_classes`` one."""
+    return set_head(model, nn.Linear(head_layer(model).in_features, num_classes))
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
@@ -109,16 +130,42 @@ def build_model(spec: ModelSpec) -> nn.Module:
         raise UserError(
             f"unknown architecture '{spec.architecture}'; use seed_cnn or a torchvision.models classifier such as resnet18."
         )
-    model = torchvision.models.get_model(spec.architecture, weights=None)
+    # Single-output variants of the two classifiers that have auxiliary heads, so every
+    # model returns plain logits in training as in evaluation.
+    extra = {"aux_logits": False} if spec.architecture in ("googlenet", "inception_v3") else {}
+    model = torchvision.models.get_model(spec.architecture, weights=None, **extra)
     return replace_head(model, num_classes)
+
+
+def check_image_size(model: nn.Module, architecture: str, image_size: int) -> None:
+    """Fail with a sentence naming ``featurize.image_size`` unless ``model`` takes that size.
+
+    One forward pass of a blank image: the honest test for any architecture (a VGG pools
+    five times, a ViT wants exactly 224, an Inception at least 75).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device))
+    except Exception as error:  # noqa: BLE001 - any failure here means "this size does not fit"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"featurize.image_size {image_size} does not fit architecture {architecture} ({reason[:160]})."
+        ) from None
+    finally:
+        model.train(was_training)
 
 
 def save_model(model: nn.Module, spec: ModelSpec, folder: Path) -> None:
     """Write ``model.pt`` (state_dict) and ``model.json`` (sidecar) atomically into ``folder``."""
     module = model.module if hasattr(model, "module") else model  # unwrap DistributedDataParallel
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    with atomic_path(Path(folder) / WEIGHTS_FILE) as tmp:
-        torch.save(state, tmp)
+    # Serialise in memory: torch.save names the zip's inner folder after the file it writes,
+    # and the temporary file's random name would make identical weights differ in bytes.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes_atomic(buffer.getvalue(), Path(folder) / WEIGHTS_FILE)
     write_json_atomic(spec.to_dict(), Path(folder) / SIDECAR_FILE)
 
 

@@ -41,8 +41,7 @@ def relative(path: Path) -> str:
         return str(path)
 
 
-# Serving and batch prediction (issue 5): the model they load by default, and predict's outputs.
-BEST_MODEL = MODELS / "best"
+# Serving and batch prediction (issue 5): predict's outputs (the model is BEST_MODEL, below).
 PREDICTIONS = DATA / "predictions"
 PREDICTIONS_CSV = PREDICTIONS / "predictions.csv"
 PREDICTIONS_SKIPPED = PREDICTIONS / "skipped.csv"
@@ -61,3 +60,26 @@ MIRRORED_FOLDERS = ("metrics", "plots", MIRRORED_MODEL)
 MLFLOW_DB = "mlflow.db"
 MLFLOW_ARTIFACTS = "mlartifacts"
 MLFLOW_SPOOL = ".mlflow-spool"
+
+# Models (issue 3): pretrain, train, finetune, transfer, evaluate, select.
+PRETRAINED = MODELS / "pretrain"           # one folder per backbone architecture
+FROZEN_FEATURES = PROCESSED / "frozen_features.npz"
+BEST_MODEL = MODELS / "best"
+
+
+def model_dir(stage: str) -> Path:
+    """models/<stage>: model.pt + model.json written by a training stage."""
+    return MODELS / stage
+
+
+def live_dir(stage: str) -> Path:
+    """metrics/<stage>: DVCLive's per-epoch curves and the kept epoch's metrics."""
+    return METRICS / stage
+
+
+def evaluation_report(model: str) -> Path:
+    return METRICS / "evaluate" / f"{model}.json"
+
+
+def evaluation_plots(model: str) -> Path:
+    return PLOTS / "evaluate" / model

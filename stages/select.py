@@ -1,0 +1,52 @@
+"""Select: the best of the trained models by one metric on the VALIDATION split (never
+test, which stays an unbiased report), copied to models/best/ with a sidecar that carries
+everything serving needs (classes, image size, normalisation, architecture) and, under
+``info``, where it came from: the source stage, its validation and test metrics, its params.
+
+in: metrics/evaluate/{train,finetune,transfer}.json, models/{train,finetune,transfer}
+out: models/best/{model.pt,model.json}, metrics/select.json
+params: select.metric
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+from lifecycle import paths
+from lifecycle.errors import run_stage
+from lifecycle.evaluation import CANDIDATES, METRIC_NAMES, SelectParams, select_best
+from lifecycle.io import atomic_dir, read_json, write_json_atomic
+from lifecycle.models import SIDECAR_FILE, WEIGHTS_FILE, load_spec
+from lifecycle.params import load_params
+
+
+def main() -> None:
+    params = load_params("select", SelectParams)
+    reports = {name: read_json(paths.evaluation_report(name)) for name in CANDIDATES}
+    chosen = select_best(reports, params.metric)
+    source = load_spec(paths.model_dir(chosen))
+    headline = {split: {m: reports[chosen][split][m] for m in METRIC_NAMES} for split in ("val", "test")}
+    info = {
+        "source": chosen,
+        "selected_by": f"val.{params.metric}",
+        "val": headline["val"],
+        "test": headline["test"],
+        "params": source.info.get("params", {}),
+        "training": {k: v for k, v in source.info.items() if k != "params"},
+    }
+    spec = dataclasses.replace(source, info=info)
+    with atomic_dir(paths.BEST_MODEL) as staging:
+        shutil.copyfile(paths.model_dir(chosen) / WEIGHTS_FILE, staging / WEIGHTS_FILE)
+        write_json_atomic(spec.to_dict(), staging / SIDECAR_FILE)
+    candidates = {name: reports[name]["val"][params.metric] for name in CANDIDATES}
+    write_json_atomic(
+        {"model": chosen, "metric": params.metric, "val": headline["val"], "test": headline["test"],
+         "candidates_val": candidates},
+        paths.METRICS / "select.json",
+    )
+    print(f"select: {chosen} (val {params.metric} {candidates[chosen]:.4f}; "
+          + ", ".join(f"{n} {v:.4f}" for n, v in candidates.items()) + ")")
+
+
+if __name__ == "__main__":
+    run_stage(main)

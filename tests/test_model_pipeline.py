@@ -1,0 +1,81 @@
+"""End to end (slow): the model stages in a temporary copy of the repository with tiny
+params. `dvc repro` runs them all; `dvc repro --force` reproduces every byte (dvc.lock and
+the committed metrics unchanged); `dvc exp run -S lr=0.01` reruns only `train` and what
+depends on it, and `dvc metrics diff` shows the change; the train stage runs under torchrun."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from lifecycle.models import load_model
+
+TINY_MODELS = {
+    "epochs": 2,
+    "batch_size": 16,
+    "pretrain": {"epochs": 1},
+    "finetune": {"epochs": 1},
+    "transfer": {"epochs": 3},
+}
+MODEL_STAGES = ["pretrain", "train", "finetune", "frozen_features", "transfer",
+                "evaluate@train", "evaluate@finetune", "evaluate@transfer", "select"]
+DOWNSTREAM_OF_TRAIN = {"train", "evaluate@train", "select"}
+
+
+def ran(output: str) -> set[str]:
+    return {stage for stage in MODEL_STAGES + ["ingest", "featurize", "split", "synthesize"]
+            if f"Running stage '{stage}'" in output}
+
+
+@pytest.mark.slow
+def test_pipeline_reproduces_and_an_experiment_reruns_only_train_and_its_descendants(repo_copy):
+    repo = repo_copy(TINY_MODELS)
+    first = repo.dvc("repro")
+    assert set(MODEL_STAGES) <= ran(first.stdout)
+
+    best = json.loads((repo.path / "models" / "best" / "model.json").read_text())
+    assert best["info"]["source"] in ("train", "finetune", "transfer")
+    assert best["info"]["selected_by"] == "val.accuracy"
+    assert best["image_size"] == 32 and best["classes"] == ["cat", "dog"]
+    assert set(best["info"]["test"]) == {"accuracy", "precision", "recall", "f1", "roc_auc"}
+    model, spec = load_model(repo.path / "models" / "best")
+    assert spec.architecture == best["architecture"]
+    for name in ("train", "finetune", "transfer"):
+        report = json.loads((repo.path / "metrics" / "evaluate" / f"{name}.json").read_text())
+        assert report["test"]["images"] > 0 and 0.0 <= report["test"]["accuracy"] <= 1.0
+        assert (repo.path / "plots" / "evaluate" / name / "confusion.csv").is_file()
+    plots = json.loads(repo.dvc("plots", "show", "--json").stdout)
+    assert not plots.get("errors")
+    curves = plots["data"]["Validation accuracy per epoch, all models"][0]["content"]["data"]["values"]
+    assert {row["filename"] for row in curves} >= {"train/plots/metrics/val/accuracy.tsv",
+                                                    "finetune/plots/metrics/val/accuracy.tsv"}
+    assert len(plots["data"]["plots/evaluate/train/confusion.csv"][0]["content"]["data"]["values"]) > 0
+    assert any("metrics/pretrain/plots" in name for name in plots["data"])  # the pretext curves
+
+    repo.commit("pipeline run")
+    lock = (repo.path / "dvc.lock").read_bytes()
+    repo.dvc("repro", "--force")
+    assert (repo.path / "dvc.lock").read_bytes() == lock
+    assert repo.run("git", "status", "--porcelain").stdout == ""  # metrics and plots byte-identical too
+
+    experiment = repo.dvc("exp", "run", "-S", "lr=0.01")
+    assert ran(experiment.stdout) == DOWNSTREAM_OF_TRAIN, experiment.stdout
+    metrics = repo.dvc("metrics", "diff", "--md").stdout
+    assert "metrics/train/metrics.json" in metrics
+    assert "metrics/evaluate/train.json" in metrics
+    assert "| lr " in repo.dvc("params", "diff", "--md").stdout
+
+
+@pytest.mark.slow
+def test_train_stage_runs_under_torchrun_with_two_cpu_processes(repo_copy):
+    repo = repo_copy(TINY_MODELS)
+    repo.dvc("repro", "synthesize")
+    result = repo.run(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                      "-m", "stages.train")
+    assert result.stdout.count("train epoch 1/2") == 1  # only rank 0 reports
+    sidecar = json.loads((repo.path / "models" / "train" / "model.json").read_text())
+    assert sidecar["info"]["world_size"] == 2
+    assert sidecar["info"]["best_epoch"] in (1, 2)
+    live = json.loads((repo.path / "metrics" / "train" / "metrics.json").read_text())
+    assert live["best_epoch"] == sidecar["info"]["best_epoch"]

@@ -1,0 +1,211 @@
+"""Architectures at the configured image size, the model files, the heads of pretrained
+backbones, the pretext task, ImageNet weights offline, and the one-sentence errors bad
+params give before any training."""
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+from urllib.error import URLError
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from lifecycle.backbones import (
+    ROTATIONS,
+    FeatureScaling,
+    FinetuneParams,
+    PretrainParams,
+    RotationPretext,
+    TransferParams,
+    attach_head,
+    feature_extractor,
+    fetch_imagenet,
+    frozen_features,
+    load_backbone,
+    pretext_spec,
+)
+from lifecycle.errors import UserError
+from lifecycle.models import (
+    ModelSpec,
+    build_model,
+    check_image_size,
+    head_layer,
+    load_model,
+    save_model,
+)
+from lifecycle.params import load_params
+from lifecycle.training import ExperimentParams, TrainParams
+from tests.conftest import ROOT
+
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+IMAGE_SIZE = PARAMS["featurize"]["image_size"]
+CLASSES = ["cat", "dog"]
+
+
+def configured_specs() -> list[ModelSpec]:
+    """Every architecture the default pipeline trains, plus the seed's vgg16."""
+    names = {PARAMS["finetune"]["architecture"], PARAMS["transfer"]["architecture"], "vgg16"}
+    seed_cnn = ModelSpec("seed_cnn", CLASSES, IMAGE_SIZE, arguments={"channels": PARAMS["train"]["channels"]})
+    return [seed_cnn] + [ModelSpec(name, CLASSES, IMAGE_SIZE) for name in sorted(names)]
+
+
+@pytest.mark.parametrize("spec", configured_specs(), ids=lambda spec: spec.architecture)
+def test_each_architecture_gives_one_logit_per_class_at_the_configured_image_size(spec):
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    with torch.no_grad():
+        logits = model(torch.zeros(2, 3, spec.image_size, spec.image_size))
+    assert logits.shape == (2, len(CLASSES))
+    check_image_size(model, spec.architecture, spec.image_size)
+
+
+def test_model_files_round_trip_and_identical_weights_give_identical_bytes(tmp_path):
+    spec = ModelSpec("seed_cnn", CLASSES, 16, arguments={"channels": [4, 8]}, info={"stage": "test"})
+    torch.manual_seed(0)
+    model = build_model(spec)
+    save_model(model, spec, tmp_path / "a")
+    save_model(model, spec, tmp_path / "b")
+    assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
+    loaded, loaded_spec = load_model(tmp_path / "a")
+    assert loaded_spec == spec
+    x = torch.randn(3, 3, 16, 16)
+    assert torch.equal(model.eval()(x), loaded(x))
+
+
+@pytest.mark.parametrize("name, attribute", [("resnet18", "fc"), ("vgg16", "classifier.6"), ("mobilenet_v3_small", "classifier.3")])
+def test_the_head_is_the_last_classification_layer(name, attribute):
+    model = build_model(ModelSpec(name, CLASSES, 32))
+    assert head_layer(model) is model.get_submodule(attribute)
+    assert head_layer(model).out_features == 2
+
+
+def test_transfer_model_equals_the_trained_head_on_frozen_features(tmp_path):
+    """Folding the feature standardisation into the head changes nothing the model outputs."""
+    torch.manual_seed(0)
+    spec = pretext_spec("resnet18", 32)
+    save_model(build_model(spec), spec, tmp_path / "pretrained")
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    body = feature_extractor(load_backbone(tmp_path / "pretrained", 2))
+    features = frozen_features(body, images, spec)
+    assert features.shape == (6, 512)
+    scaling = FeatureScaling.of(features)
+    head = nn.Linear(512, 2)
+    expected = head(scaling.apply(features))
+    model = attach_head(load_backbone(tmp_path / "pretrained", 2), scaling.fold(head)).eval()
+    from lifecycle.training import image_preparer
+    with torch.no_grad():
+        actual = model(image_preparer(spec.mean, spec.std)(images))
+    torch.testing.assert_close(actual, expected.detach(), rtol=1e-4, atol=1e-4)
+    assert [p.requires_grad for p in body.parameters()] == [False] * len(list(body.parameters()))
+
+
+def test_the_pretext_label_is_the_rotation_applied():
+    image = torch.zeros(3, 8, 8, dtype=torch.uint8)
+    image[:, 0, :] = 255  # a bright top row: its position after the turn tells the rotation
+    pretext = RotationPretext(augmenting=None)
+    seen = set()
+    for seed in range(20):
+        torch.manual_seed(seed)
+        turned, label = pretext(image, torch.tensor(0))
+        assert torch.equal(turned, torch.rot90(image, int(label), dims=(1, 2)))
+        seen.add(int(label))
+    assert seen == set(range(len(ROTATIONS)))
+
+
+# ----------------------------------------------------------------------------- imagenet, offline
+
+
+def test_imagenet_weights_are_taken_from_torch_hub_cache_offline_and_pinned_byte_for_byte(tmp_path, monkeypatch):
+    """A state_dict placed where torchvision's weights API looks stands in for the download."""
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _no_internet)
+    weights = torchvision.models.ResNet18_Weights.DEFAULT
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / Path(weights.url).name
+    cached.parent.mkdir(parents=True)
+    torch.manual_seed(1)
+    torch.save(torchvision.models.resnet18().state_dict(), cached)
+
+    spec = fetch_imagenet("resnet18", 64, tmp_path / "pretrained")
+    written = tmp_path / "pretrained" / "model.pt"
+    assert written.read_bytes() == cached.read_bytes()  # the downloaded file is the DVC output
+    assert spec.info["sha256"] == hashlib.sha256(cached.read_bytes()).hexdigest()
+    assert len(spec.classes) == 1000 and spec.info["weights"] == "imagenet"
+    model, loaded = load_model(tmp_path / "pretrained")
+    assert torch.equal(model.conv1.weight, torch.load(cached, weights_only=True)["conv1.weight"])
+    assert head_layer(load_backbone(tmp_path / "pretrained", 2)).out_features == 2
+
+
+def test_imagenet_weights_missing_offline_name_the_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _no_internet)
+    with pytest.raises(UserError, match=r"pretrain\.weights is imagenet .*resnet18-f37072fd\.pth"):
+        fetch_imagenet("resnet18", 64, tmp_path / "pretrained")
+
+
+def _no_internet(*args, **kwargs):
+    raise URLError("no internet in tests")
+
+
+# ----------------------------------------------------------------------------- bad params
+
+
+def write_params(tmp_path: Path, **sections) -> Path:
+    document = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            document[key] = {**document[key], **value}
+        else:
+            document[key] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@pytest.mark.parametrize(
+    "section, schema, change, key",
+    [
+        (None, ExperimentParams, {"lr": 0}, "'lr' must be greater than 0"),
+        (None, ExperimentParams, {"lr": -0.1}, "'lr' must be greater than 0"),
+        (None, ExperimentParams, {"epochs": 0}, "'epochs' must be at least 1"),
+        (None, ExperimentParams, {"batch_size": 0}, "'batch_size' must be at least 1"),
+        ("train", TrainParams, {"train": {"architecture": "resnet1000"}}, "'train.architecture' is 'resnet1000'"),
+        ("finetune", FinetuneParams, {"finetune": {"architecture": "seed_cnn"}}, "'finetune.architecture' is 'seed_cnn'"),
+        ("finetune", FinetuneParams, {"finetune": {"lr_head": 0}}, "'finetune.lr_head' must be greater than 0"),
+        ("transfer", TransferParams, {"transfer": {"epochs": 0}}, "'transfer.epochs' must be at least 1"),
+        ("pretrain", PretrainParams, {"pretrain": {"weights": "imagenet21k"}}, "'pretrain.weights' must be one of"),
+    ],
+)
+def test_bad_params_are_one_sentence_naming_the_key(tmp_path, section, schema, change, key):
+    path = write_params(tmp_path, **change)
+    with pytest.raises(UserError) as error:
+        load_params(section, schema, path)
+    message = str(error.value)
+    assert key in message
+    assert message.count(". ") == 0 and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "spec, key",
+    [
+        (ModelSpec("seed_cnn", CLASSES, 36, arguments={"channels": [16, 32, 64]}), "featurize.image_size 36 must be divisible by 8"),
+        (ModelSpec("vgg16", CLASSES, 16), "featurize.image_size 16 does not fit architecture vgg16"),
+        (ModelSpec("vit_b_16", CLASSES, 64), "featurize.image_size 64 does not fit architecture vit_b_16"),
+    ],
+)
+def test_an_image_size_the_architecture_cannot_take_names_the_key(spec, key):
+    with pytest.raises(UserError, match=key.replace(".", r"\.")):
+        check_image_size(build_model(spec), spec.architecture, spec.image_size)
+
+
+def test_a_bad_param_stops_the_stage_with_one_line_and_exit_2_before_training(repo_copy):
+    repo = repo_copy({"lr": -1.0})
+    result = repo.run(sys.executable, "-m", "stages.train", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: params.yaml: 'lr' must be greater than 0, got -1.0."
+    assert not (repo.path / "models" / "train").exists()
+    assert not (repo.path / "metrics" / "train").exists()

@@ -1,0 +1,171 @@
+"""The one training loop: it learns, keeps the best epoch, is deterministic, honours
+per-group learning rates and the on-the-fly transform, logs with DVCLive, and runs under
+torchrun with two CPU processes."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lifecycle.augmentation import AugmentParams
+from lifecycle.backbones import finetune_groups
+from lifecycle.models import ModelSpec, build_model, save_model
+from lifecycle.training import (
+    Augmenting,
+    EpochLog,
+    FitConfig,
+    Samples,
+    _SampleSet,
+    fit,
+    image_preparer,
+    predict_logits,
+    seed_everything,
+)
+from tests.conftest import ROOT, env_with_venv
+from tests.distributed_fit import separable_images
+
+
+@pytest.fixture
+def separable() -> tuple[Samples, Samples]:
+    images, labels = separable_images(96, seed=1)
+    return Samples.from_images(images[:64], labels[:64]), Samples.from_images(images[64:], labels[64:])
+
+
+def tiny_cnn() -> nn.Module:
+    spec = ModelSpec(architecture="seed_cnn", classes=["cat", "dog"], image_size=16, arguments={"channels": [8]})
+    return build_model(spec)
+
+
+def test_loss_goes_down_and_the_model_learns(separable):
+    train, val = separable
+    seed_everything(0)
+    model = tiny_cnn()
+    result = fit(model, train, val, FitConfig(epochs=5, batch_size=16, lr=0.01, seed=0))
+    assert len(result.history) == 5
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    assert result.best.val_accuracy >= 0.9
+
+
+def test_the_model_ends_with_its_best_epoch(separable):
+    train, val = separable
+    seed_everything(0)
+    model = tiny_cnn()
+    # A learning rate high enough to make later epochs worse than the best one sometimes.
+    result = fit(model, train, val, FitConfig(epochs=6, batch_size=8, lr=0.3, seed=3))
+    best = max(result.history, key=lambda r: (r.val_accuracy, -r.val_loss))
+    assert result.best_epoch == best.epoch
+    logits = predict_logits(model, val.inputs, image_preparer())
+    accuracy = float((logits.argmax(1) == val.labels).float().mean())
+    loss = float(nn.functional.cross_entropy(logits, val.labels))
+    assert accuracy == pytest.approx(best.val_accuracy)
+    assert loss == pytest.approx(best.val_loss, rel=1e-5)
+    assert result.summary()["val"]["accuracy"] == best.val_accuracy
+
+
+def _train_and_save(train: Samples, val: Samples, folder: Path, workers: int) -> bytes:
+    seed_everything(7)
+    model = tiny_cnn()
+    fit(model, train, val, FitConfig(epochs=2, batch_size=16, lr=0.01, seed=7, workers=workers),
+        transform=Augmenting(AugmentParams(), 16))
+    spec = ModelSpec(architecture="seed_cnn", classes=["cat", "dog"], image_size=16, arguments={"channels": [8]})
+    save_model(model, spec, folder)
+    return (folder / "model.pt").read_bytes()
+
+
+def test_same_params_give_byte_identical_model_files_whatever_the_loader_workers(separable, tmp_path):
+    train, val = separable
+    first = _train_and_save(train, val, tmp_path / "a", workers=0)
+    second = _train_and_save(train, val, tmp_path / "b", workers=0)
+    with_worker = _train_and_save(train, val, tmp_path / "c", workers=1)
+    assert first == second
+    assert first == with_worker
+    assert (tmp_path / "a" / "model.json").read_bytes() == (tmp_path / "b" / "model.json").read_bytes()
+
+
+def test_augmentation_is_drawn_per_sample_and_epoch_and_reproducible(separable):
+    train, _ = separable
+    dataset = _SampleSet(train, Augmenting(AugmentParams(hflip=0.5, rotation=30.0), 16), seed=0)
+    one, _ = dataset[(1, 0)]
+    again, _ = dataset[(1, 0)]
+    next_epoch, _ = dataset[(2, 0)]
+    assert one.dtype == torch.uint8 and one.shape == (3, 16, 16)
+    assert torch.equal(one, again)
+    assert not torch.equal(one, next_epoch)
+    # The transform leaves torch's global generator where it was.
+    state = torch.get_rng_state()
+    dataset[(3, 5)]
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_each_parameter_group_trains_at_its_own_learning_rate(separable):
+    train, val = separable
+    seed_everything(0)
+    model = build_model(ModelSpec(architecture="resnet18", classes=["cat", "dog"], image_size=16))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    groups = finetune_groups(model, lr_backbone=0.0, lr_head=0.01)
+    fit(model, Samples(train.inputs[:16], train.labels[:16]), Samples(val.inputs[:8], val.labels[:8]),
+        FitConfig(epochs=1, batch_size=8, lr=0.01, seed=0), param_groups=groups)
+    after = dict(model.named_parameters())
+    assert not torch.equal(before["fc.weight"], after["fc.weight"])
+    assert torch.equal(before["conv1.weight"], after["conv1.weight"])
+    assert torch.equal(before["layer4.1.conv2.weight"], after["layer4.1.conv2.weight"])
+
+
+def test_features_train_without_image_preparation():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 80)
+    features = torch.from_numpy((rng.normal(size=(80, 6)) + labels[:, None] * 2.0).astype("float32"))
+    data = Samples(features, torch.from_numpy(labels))
+    seed_everything(0)
+    head = nn.Linear(6, 2)
+    result = fit(head, Samples(data.inputs[:60], data.labels[:60]), Samples(data.inputs[60:], data.labels[60:]),
+                 FitConfig(epochs=20, batch_size=16, lr=0.05, seed=0), prepare=lambda batch: batch)
+    assert result.best.val_accuracy >= 0.85
+
+
+def test_epoch_log_writes_dvclive_curves_and_the_kept_epoch_without_dvc_yaml(separable, tmp_path):
+    train, val = separable
+    seed_everything(0)
+    log = EpochLog(tmp_path / "live")
+    result = fit(tiny_cnn(), train, val, FitConfig(epochs=3, batch_size=16, lr=0.01, seed=0), log=log)
+    log.close(result.summary())
+    summary = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert summary["best_epoch"] == result.best_epoch
+    assert summary["val"]["accuracy"] == pytest.approx(result.best.val_accuracy)
+    rows = (tmp_path / "live" / "plots" / "metrics" / "val" / "accuracy.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["step", "accuracy"]
+    assert [int(r.split("\t")[0]) for r in rows[1:]] == [1, 2, 3]
+    for split in ("train", "val"):
+        for metric in ("loss", "accuracy"):
+            assert (tmp_path / "live" / "plots" / "metrics" / split / f"{metric}.tsv").is_file()
+    assert not list(tmp_path.rglob("dvc.yaml"))
+    assert not (tmp_path / "live" / "report.html").exists()
+
+
+def test_two_cpu_processes_under_torchrun_agree_and_only_rank_0_writes(tmp_path):
+    env = env_with_venv()
+    env["PYTHONPATH"] = str(ROOT)
+    env["OMP_NUM_THREADS"] = "1"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(ROOT / "tests" / "distributed_fit.py"), str(tmp_path)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert ranks[0]["digest"] == ranks[1]["digest"]  # the same weights in both processes
+    assert ranks[0]["best_epoch"] == ranks[1]["best_epoch"]
+    summary = json.loads((tmp_path / "result.json").read_text())
+    assert summary["world_size"] == 2
+    assert summary["val"]["accuracy"] >= 0.9
+    assert (tmp_path / "model" / "model.pt").is_file()
+    assert (tmp_path / "live" / "metrics.json").is_file()
+    # progress lines come from rank 0 only: one line per epoch
+    assert result.stdout.count("ddp epoch 1/4") == 1
