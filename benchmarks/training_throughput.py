@@ -28,7 +28,7 @@ from torch import nn  # noqa: E402
 from lifecycle.augmentation import AugmentParams  # noqa: E402
 from lifecycle.images import to_model_input  # noqa: E402
 from lifecycle.models import ModelSpec, build_model  # noqa: E402
-from lifecycle.training import Augmenting, FitConfig, Samples, fit, seed_everything  # noqa: E402
+from lifecycle.training import Augmenting, Cluster, FitConfig, Samples, distributed, fit, seed_everything  # noqa: E402
 
 
 def configured() -> tuple[int, list[int], int, float]:
@@ -41,8 +41,10 @@ def fresh_model(spec: ModelSpec) -> nn.Module:
     return build_model(spec)
 
 
-def bare_loop(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int, lr: float, epochs: int) -> float:
+def bare_loop(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int, lr: float, epochs: int,
+              device: torch.device) -> float:
     """The textbook loop (the seed's step 8b) over tensors already in memory; returns seconds."""
+    model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(0)
@@ -53,18 +55,22 @@ def bare_loop(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batc
         for start in range(0, len(images), batch_size):
             index = order[start : start + batch_size]
             optimizer.zero_grad()
-            loss = loss_fn(model(to_model_input(images[index])), labels[index])
+            loss = loss_fn(model(to_model_input(images[index].to(device))), labels[index].to(device))
             loss.backward()
             optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - started
 
 
 def our_loop(model: nn.Module, train: Samples, val: Samples, batch_size: int, lr: float, epochs: int,
-             transform=None) -> float:
+             cluster: Cluster, transform=None) -> float:
     config = FitConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=0, workers=1 if transform else 0,
                        name="benchmark")
     started = time.perf_counter()
-    fit(model, train, val, config, transform=transform)
+    fit(model, train, val, config, cluster=cluster, transform=transform)
+    if cluster.device.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - started
 
 
@@ -85,26 +91,28 @@ def main() -> None:
     train = Samples(all_samples.inputs[: args.images], all_samples.labels[: args.images])
     val = Samples(all_samples.inputs[args.images :], all_samples.labels[args.images :])
 
-    # warm up both paths (allocator, kernels), then alternate
-    bare_loop(fresh_model(spec), train.inputs[:batch_size], train.labels[:batch_size], batch_size, lr, 1)
-    bare, ours = [], []
-    for _ in range(2):
-        bare.append(bare_loop(fresh_model(spec), train.inputs, train.labels, batch_size, lr, args.epochs))
-        ours.append(our_loop(fresh_model(spec), train, val, batch_size, lr, args.epochs))
+    with distributed() as cluster:
+        device = cluster.device
+        # warm up both paths (allocator, kernels), then alternate
+        bare_loop(fresh_model(spec), train.inputs[:batch_size], train.labels[:batch_size], batch_size, lr, 1, device)
+        bare, ours = [], []
+        for _ in range(2):
+            bare.append(bare_loop(fresh_model(spec), train.inputs, train.labels, batch_size, lr, args.epochs, device))
+            ours.append(our_loop(fresh_model(spec), train, val, batch_size, lr, args.epochs, cluster))
+        if args.augment:
+            params = yaml.safe_load(paths.PARAMS.read_text())["augment"]
+            augmenting = Augmenting(AugmentParams(**params), image_size)
+            augmented = our_loop(fresh_model(spec), train, val, batch_size, lr, args.epochs, cluster, augmenting)
     seen = args.images * args.epochs
     bare_rate, our_rate = seen / min(bare), seen / min(ours)
     print(f"model: seed_cnn {channels} at {image_size}x{image_size}, batch {batch_size}, {args.images} images x "
-          f"{args.epochs} epochs, torch threads {torch.get_num_threads()}")
+          f"{args.epochs} epochs, device {device}, torch threads {torch.get_num_threads()}")
     print(f"bare PyTorch loop:      {bare_rate:8.1f} images/s")
     print(f"lifecycle.training.fit: {our_rate:8.1f} images/s (validating {args.val_images} images per epoch)")
     print(f"ratio fit / bare:       {our_rate / bare_rate:8.2f}")
     if args.augment:
-        augmenting = Augmenting(AugmentParams(**{
-            k: v for k, v in yaml.safe_load(paths.PARAMS.read_text())["augment"].items()
-        }), image_size)
-        seconds = our_loop(fresh_model(spec), train, val, batch_size, lr, args.epochs, transform=augmenting)
-        print(f"fit with augment.* on the fly (1 loader worker): {seen / seconds:8.1f} images/s "
-              f"(ratio to bare {seen / seconds / bare_rate:.2f})")
+        print(f"fit with augment.* on the fly (1 loader worker): {seen / augmented:8.1f} images/s "
+              f"(ratio to bare {seen / augmented / bare_rate:.2f})")
 
 
 if __name__ == "__main__":

@@ -18,12 +18,12 @@ from lifecycle.models import ModelSpec, build_model, save_model
 from lifecycle.training import EpochLog, FitConfig, Samples, distributed, fit, seed_everything
 
 
-def separable_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def separable_images(count: int, seed: int, size: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Dark images with a bright square for class 1: trivially learnable."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 2, count)
-    images = rng.integers(0, 90, size=(count, 16, 16, 3), dtype=np.uint8)
-    images[labels == 1, 4:12, 4:12, :] += 150
+    images = rng.integers(0, 90, size=(count, size, size, 3), dtype=np.uint8)
+    images[labels == 1, size // 4 : 3 * size // 4, size // 4 : 3 * size // 4, :] += 150
     return images, labels
 
 

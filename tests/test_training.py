@@ -169,3 +169,24 @@ def test_two_cpu_processes_under_torchrun_agree_and_only_rank_0_writes(tmp_path)
     assert (tmp_path / "live" / "metrics.json").is_file()
     # progress lines come from rank 0 only: one line per epoch
     assert result.stdout.count("ddp epoch 1/4") == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("architecture", ["seed_cnn", "resnet18", "vgg16"])
+def test_on_cuda_the_same_loop_is_deterministic(architecture, tmp_path):
+    from lifecycle.training import Cluster
+
+    images, labels = separable_images(48, seed=2, size=32)
+    train, val = Samples.from_images(images[:32], labels[:32]), Samples.from_images(images[32:], labels[32:])
+    spec = ModelSpec(architecture, ["cat", "dog"], 32, arguments={"channels": [8, 16]} if architecture == "seed_cnn" else {})
+    cluster = Cluster(device=torch.device("cuda", 0))
+    files = []
+    for run in ("a", "b"):
+        seed_everything(5)
+        model = build_model(spec)
+        fit(model, train, val, FitConfig(epochs=2, batch_size=8, lr=0.001, seed=5, workers=1), cluster=cluster,
+            transform=Augmenting(AugmentParams(), 32))
+        assert next(model.parameters()).is_cuda
+        save_model(model, spec, tmp_path / run)
+        files.append((tmp_path / run / "model.pt").read_bytes())
+    assert files[0] == files[1]
