@@ -172,10 +172,16 @@ def build_pipeline(sampler: Any, image_size: int, params: TuneParams, seed: int)
 def check_grid_against_net(pipeline: Pipeline, grid: dict[str, list[Any]]) -> None:
     """Build the net with each grid value on its own; a value it rejects names its key."""
     if "module__channels" not in grid:
+        net = pipeline.named_steps["net"]
         try:
-            clone(pipeline.named_steps["net"]).initialize()
-        except UserError as error:
-            raise UserError(f"params.yaml: 'tune.channels' does not fit: {error}".rstrip(".") + ".") from None
+            clone(net).initialize()
+        except UserError:
+            channels = list(net.module__channels)
+            size = net.module__image_size
+            raise UserError(
+                f"params.yaml: 'tune.channels' does not fit: {channels} makes {len(channels)} pooling blocks, "
+                f"so featurize.image_size ({size}) must be divisible by {2 ** len(channels)}."
+            ) from None
     for key, values in grid.items():
         for value in values:
             net = clone(pipeline.named_steps["net"])

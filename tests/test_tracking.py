@@ -413,10 +413,13 @@ write_model_state(Path("."), lr=params["lr"], seed=params["seed"], image_size=pa
 
 
 def add_model_stub(repo) -> None:
-    """The model stages are other branches: a stub stage writes what they will write."""
+    """A stub stage writes what the model stages write, in seconds, in place of them."""
     (repo.path / "stages/model_stub.py").write_text(STUB)
     pipeline = yaml.safe_load((repo.path / "dvc.yaml").read_text())
+    pipeline.pop("plots", None)  # the model stages' curves, which the stub does not draw
     stages = pipeline["stages"]
+    for name in ("pretrain", "train", "finetune", "frozen_features", "transfer", "tune", "evaluate", "select", "predict"):
+        stages.pop(name, None)
     mirror = stages.pop("mirror")
     stages["model_stub"] = {
         "cmd": "python -m stages.model_stub",
@@ -425,7 +428,7 @@ def add_model_stub(repo) -> None:
         "outs": ["models/best", {"plots/confusion.svg": {"cache": False}}, {"metrics/select": {"cache": False}}],
         "metrics": [{"metrics/select.json": {"cache": False}}],
     }
-    mirror["deps"] += ["plots", "models/best"]
+    mirror["deps"] += [dep for dep in ("plots", "models/best") if dep not in mirror["deps"]]
     stages["mirror"] = mirror
     (repo.path / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     repo.commit("model stub")

@@ -182,7 +182,7 @@ def test_grid_values_the_net_rejects_name_the_key(tiny_images, grid, expected):
 
 def test_channels_the_image_size_cannot_take_name_the_key(tiny_images):
     images, labels = tiny_images
-    with pytest.raises(UserError, match="'tune.channels' does not fit: image_size 32 must be divisible by 2\\*\\*6"):
+    with pytest.raises(UserError, match=r"'tune.channels' does not fit: \[2, 2, 2, 2, 2, 2\] makes 6 pooling blocks, so featurize.image_size \(32\) must be divisible by 64"):
         tune(images, labels, CLASSES, tiny_params(channels=[2] * 6), None, SEED)
 
 
