@@ -45,5 +45,20 @@ def class_mean_images(images: np.ndarray, labels: np.ndarray, classes: list[str]
     return {name: images[labels == code].mean(axis=0) for code, name in enumerate(classes) if (labels == code).any()}
 
 
+def spelling_summary(raw_labels_frame: pd.DataFrame) -> tuple[dict[str, int], pd.DataFrame]:
+    """Numbers for metrics/eda.json, and the full table of raw spellings with their counts.
+
+    The spellings themselves (``' dog'``, ``<missing>``) are not metric names: they go to a
+    table, and the metrics say how many rows, spellings and blanks there were.
+    """
+    table = raw_labels_frame["label"].value_counts().sort_index().rename_axis("label").reset_index(name="rows")
+    summary = {
+        "rows": int(len(raw_labels_frame)),
+        "distinct_spellings": int((table["label"] != "<missing>").sum()),
+        "missing": int(table.loc[table["label"] == "<missing>", "rows"].sum()),
+    }
+    return summary, table
+
+
 def counts(frame: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in frame["label"].value_counts().sort_index().items()}

@@ -3,7 +3,7 @@ synthesis (seaborn, as in the seed), the raw image-size distribution, and the pe
 mean image; figures in plots/eda/, a summary in metrics/eda.json.
 
 in: data/raw, data/interim/{clean,imputed}.csv, data/processed/{features,train_balanced}.npz
-out: plots/eda/*.png, metrics/eda.json   params: none
+out: plots/eda/*.png, metrics/eda.json, metrics/eda_label_spellings.csv   params: none
 """
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import pandas as pd
 from lifecycle import exploration, paths
 from lifecycle.errors import run_stage
 from lifecycle.figures import class_means, label_distributions, save_figure, size_distribution
-from lifecycle.io import read_arrays, read_json, write_json_atomic
+from lifecycle.io import read_arrays, read_json, write_csv_atomic, write_json_atomic
 from stages.impute import read_manifest
 from stages.preprocess import read_raw_manifest
 
 EDA_PLOTS = paths.PLOTS / "eda"
+SPELLINGS = paths.METRICS / "eda_label_spellings.csv"
 
 
 def main() -> None:
@@ -38,8 +39,10 @@ def main() -> None:
     means = exploration.class_mean_images(features["images"], features["labels"], classes)
     save_figure(class_means(means), EDA_PLOTS / "class_means.png")
 
+    spellings, spelling_table = exploration.spelling_summary(panels["as ingested"])
+    write_csv_atomic(spelling_table, SPELLINGS)
     summary = {
-        "labels_as_ingested": exploration.counts(panels["as ingested"]),
+        "labels_as_ingested": spellings,
         "labels_after_cleaning": exploration.counts(imputed),
         "labels_after_synthesis": exploration.counts(panels["training split after synthesis"]),
         "raw_images": exploration.size_summary(clean),
