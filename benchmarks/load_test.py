@@ -43,8 +43,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lifecycle import paths  # noqa: E402
-from lifecycle.images import ImageDecodeError, load_array, to_model_input  # noqa: E402
+from lifecycle.core import paths  # noqa: E402
+from lifecycle.core.images import ImageDecodeError, load_array  # noqa: E402
+from lifecycle.models import to_model_input  # noqa: E402
 from lifecycle.models import ModelSpec, SeedCNN, load_model, save_model  # noqa: E402
 
 HOST = "127.0.0.1"  # loopback only, never another machine
@@ -220,7 +221,7 @@ def main() -> None:
 
     servers = {
         "flask+gunicorn": ([sys.executable, "-m", "gunicorn", "-w", str(args.workers), "-b", f"{HOST}:{flask_port}",
-                            "--no-control-socket", "lifecycle.serving:create_app()"], f"http://{HOST}:{flask_port}/health"),
+                            "--no-control-socket", "serving:create_app()"], f"http://{HOST}:{flask_port}/health"),
         "mlflow models serve": ([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(mlflow_dir),
                                  "--env-manager", "local", "-h", HOST, "-p", str(mlflow_port),
                                  "-w", str(args.workers)], f"http://{HOST}:{mlflow_port}/ping"),

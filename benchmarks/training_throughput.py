@@ -1,5 +1,5 @@
 """Training throughput: images per second of the project's training loop
-(lifecycle.training.fit) against a bare PyTorch loop over the same preloaded uint8 tensors,
+(lifecycle.training.loop.fit) against a bare PyTorch loop over the same preloaded uint8 tensors,
 with the same model (the configured seed CNN), the same batch size and the same number of
 epochs, in one run. The ratio is the price of everything the loop adds: seeded sampler and
 loader, per-sample seeds, validation and best-epoch bookkeeping, progress and metrics.
@@ -19,16 +19,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lifecycle import paths  # noqa: E402  (first: it sets OMP_WAIT_POLICY before torch loads)
+from lifecycle.core import paths  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 from torch import nn  # noqa: E402
-from lifecycle.augmentation import AugmentParams  # noqa: E402
-from lifecycle.images import to_model_input  # noqa: E402
-from lifecycle.models import ModelSpec, build_model  # noqa: E402
-from lifecycle.training import Augmenting, Cluster, FitConfig, Samples, distributed, fit, seed_everything  # noqa: E402
+from lifecycle.augmentation import Augmenting  # noqa: E402
+from lifecycle.core.schema import AugmentParams  # noqa: E402
+from lifecycle.models import ModelSpec, build_model, to_model_input  # noqa: E402
+from lifecycle.training.loop import FitConfig, Samples, fit  # noqa: E402
+from lifecycle.training.runtime import Cluster, distributed, seed_everything  # noqa: E402
 
 
 def configured() -> tuple[int, list[int], int, float]:

@@ -1,13 +1,8 @@
-"""The library the pipeline stages share: one module per concern.
+"""The pipeline library: what the stages in ``stages/`` import, and nothing else does but the
+serving app (``serving/``), the MLflow mirror (``tracking/``), tests and benchmarks.
 
-A stage script in ``stages/`` is a thin shell: it reads its params through
-:mod:`lifecycle.params`, calls the pure logic in one module here, and writes its outputs
-through :mod:`lifecycle.io`. Paths live in :mod:`lifecycle.paths` alone.
+``core/`` is what every stage needs (dvc.yaml lists it as one folder); every other module is
+one concern (sources, cleaning, features, ..., training/, evaluation, inference), listed per
+file by the stages that import it. tests/test_dvc_graph.py proves that every stage's deps
+cover every module it imports.
 """
-
-import os as _os
-
-# Idle OpenMP threads sleep instead of spinning. Before torch loads (this runs first):
-# on a small or shared CPU, spinning threads steal the cores the work needs; measured on
-# 2 busy cores, the augmentation took 16x and the training step 5x the CPU time.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -7,35 +7,11 @@ tensors (N, 3, H, W) or (3, H, W), before normalisation, and keeps their size, s
 """
 from __future__ import annotations
 
-import dataclasses
-
+import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from lifecycle.params import require
-
-
-@dataclasses.dataclass(frozen=True)
-class AugmentParams:
-    hflip: float = 0.5          # probability of a horizontal flip (the seed's RandomHorizontalFlip)
-    rotation: float = 10.0      # maximum rotation in degrees, either way (the seed's RandomRotation(10))
-    crop_scale: float = 0.8     # RandomResizedCrop keeps at least this fraction of the area; 1 disables
-    brightness: float = 0.2     # ColorJitter strengths; 0 disables each
-    contrast: float = 0.2
-    saturation: float = 0.2
-    hue: float = 0.02
-    preview_images: int = 6     # rows in plots/augment_preview.png
-    preview_variants: int = 7   # augmented copies shown per row
-
-    def __post_init__(self) -> None:
-        require(0.0 <= self.hflip <= 1.0, "hflip", "must be a probability between 0 and 1")
-        require(0.0 <= self.rotation <= 180.0, "rotation", "must be between 0 and 180 degrees")
-        require(0.05 <= self.crop_scale <= 1.0, "crop_scale", "must be between 0.05 and 1")
-        for name in ("brightness", "contrast", "saturation"):
-            require(0.0 <= getattr(self, name) <= 1.0, name, "must be between 0 and 1")
-        require(0.0 <= self.hue <= 0.5, "hue", "must be between 0 and 0.5")
-        require(self.preview_images >= 1, "preview_images", "must be at least 1")
-        require(self.preview_variants >= 1, "preview_variants", "must be at least 1")
+from lifecycle.core.schema import AugmentParams
 
 
 def build_augmentation(params: AugmentParams, image_size: int) -> v2.Compose:
@@ -55,3 +31,25 @@ def build_augmentation(params: AugmentParams, image_size: int) -> v2.Compose:
 def augment_batch(transform: v2.Compose, images: torch.Tensor) -> torch.Tensor:
     """Apply ``transform`` to each uint8 image (N, 3, H, W) independently."""
     return torch.stack([transform(image) for image in images])
+
+
+class Augmenting:
+    """The per-sample transform of supervised training: the ``augment`` pipeline on uint8 images."""
+
+    def __init__(self, params: AugmentParams, image_size: int) -> None:
+        self.transform = build_augmentation(params, image_size)
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(image), label
+
+
+def preview(images: np.ndarray, params: AugmentParams, seed: int) -> np.ndarray:
+    """Each uint8 image (N, H, W, 3) followed by ``preview_variants`` augmented copies, as one batch."""
+    torch.manual_seed(seed)
+    transform = build_augmentation(params, images.shape[1])
+    tiles = []
+    for image in images:
+        tensor = torch.from_numpy(image).permute(2, 0, 1)
+        tiles.append(image)
+        tiles += [transform(tensor).permute(1, 2, 0).numpy() for _ in range(params.preview_variants)]
+    return np.stack(tiles)

@@ -11,33 +11,14 @@ import dataclasses
 import hashlib
 from collections import Counter
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 from sklearn.impute import SimpleImputer
 
-from lifecycle.images import ImageDecodeError, decode_image, read_header
-from lifecycle.params import require
-from lifecycle.progress import progress
-
-
-@dataclasses.dataclass(frozen=True)
-class PreprocessParams:
-    drop_columns: list[str] = dataclasses.field(default_factory=lambda: ["Unnecessary_Column"])
-    classes: list[str] = dataclasses.field(default_factory=lambda: ["cat", "dog"])
-    # other spellings people use, after lower-casing and stripping
-    label_aliases: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        require(len(set(self.classes)) >= 2, "classes", "must name at least two distinct classes")
-        for alias, target in self.label_aliases.items():
-            require(target in self.classes, f"label_aliases.{alias}", f"maps to '{target}', which is not in classes")
-
-
-@dataclasses.dataclass(frozen=True)
-class ImputeParams:
-    label_strategy: Literal["most_frequent", "drop"] = "drop"
+from lifecycle.core.images import ImageDecodeError, decode_image, read_header
+from lifecycle.core.progress import progress
+from lifecycle.core.schema import ImputeParams, PreprocessParams
 
 
 @dataclasses.dataclass

@@ -11,8 +11,7 @@ AUC uses its probability; for more classes they are macro averages (one-vs-rest 
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,17 +21,6 @@ from sklearn import metrics as skm
 # order that breaks ties: the simplest model first.
 CANDIDATES = ("train", "finetune", "transfer")
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "roc_auc")
-
-
-@dataclasses.dataclass(frozen=True)
-class SelectParams:
-    metric: Literal["accuracy", "precision", "recall", "f1", "roc_auc"] = "accuracy"  # on the validation split
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict[str, Any]:

@@ -62,3 +62,12 @@ def spelling_summary(raw_labels_frame: pd.DataFrame) -> tuple[dict[str, int], pd
 
 def counts(frame: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in frame["label"].value_counts().sort_index().items()}
+
+
+def pick_samples(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Indices of ``count`` samples, alternating over the classes, real and synthetic mixed as in the data."""
+    rng = np.random.default_rng(seed)
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    chosen = [i for group in zip(*per_class) for i in group][:count]
+    return np.array(chosen, dtype=np.int64)
+

@@ -7,25 +7,15 @@ stage opens an image file.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.preprocessing import LabelEncoder
 
-from lifecycle.errors import UserError
-from lifecycle.images import load_array
-from lifecycle.params import require
-from lifecycle.progress import progress
-
-
-@dataclasses.dataclass(frozen=True)
-class FeaturizeParams:
-    image_size: int = 64  # side of the square every image is resized to, pixels
-
-    def __post_init__(self) -> None:
-        require(16 <= self.image_size <= 512, "image_size", f"must be between 16 and 512, got {self.image_size}")
+from lifecycle.core.errors import UserError
+from lifecycle.core.images import load_array
+from lifecycle.core.progress import progress
 
 
 def encode_labels(labels: pd.Series) -> tuple[np.ndarray, list[str]]:

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from lifecycle.io import atomic_path  # noqa: E402
+from lifecycle.core.io import atomic_path  # noqa: E402
 
 
 def save_figure(figure: plt.Figure, path: Path) -> None:

@@ -5,15 +5,12 @@ MLflow model (``models:/name@alias``, ``models:/name/3``, ``runs:/<id>/model``, 
 model folder) whose artifacts carry the same sidecar as ``extra_files/model.json``; images as
 bytes or files.  out: class probabilities, one row per image, in the sidecar's class order.
 
-The service (:mod:`lifecycle.serving`) and the ``predict`` stage both call
-:meth:`Predictor.preprocess` and :meth:`Predictor.predict`, which go through
-:mod:`lifecycle.images` exactly as ``featurize`` did for training (decode, EXIF orientation,
-any mode to RGB, one resize) and normalise with the sidecar's mean and std, so a model sees
-the same numbers in production as it saw in training.
-
-The batch half (:func:`list_images`, :func:`predict_folder`) classifies every image under a
-folder, skipping and reporting unreadable files and refusing anything that resolves outside
-that folder (a symlink that escapes it, a ``..`` path).
+The service (``serving/``) and the ``predict`` stage (:mod:`lifecycle.prediction`) both call
+:meth:`Predictor.preprocess` and :meth:`Predictor.predict`: the first goes through
+:mod:`lifecycle.core.images` exactly as ``featurize`` did for training (decode, EXIF
+orientation, any mode to RGB, one resize), the second through
+:func:`lifecycle.models.class_probabilities`, the forward path ``evaluate`` scores models
+with, so a model answers in production exactly as it was measured.
 """
 from __future__ import annotations
 
@@ -23,20 +20,23 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
-from lifecycle import paths
-from lifecycle.errors import UserError
-from lifecycle.images import DEFAULT_MAX_PIXELS, ImageDecodeError, load_array, to_model_input
-from lifecycle.models import SIDECAR_FILE, WEIGHTS_FILE, ModelSpec, load_model
-from lifecycle.params import require
-from lifecycle.progress import progress
+from lifecycle.core import paths
+from lifecycle.core.errors import UserError
+from lifecycle.core.images import DEFAULT_MAX_PIXELS, load_array
+from lifecycle.models import (
+    SIDECAR_FILE,
+    WEIGHTS_FILE,
+    ModelSpec,
+    class_probabilities,
+    load_model,
+)
 
 # A model source with one of these prefixes is an MLflow model URI, not a models/ folder.
 MLFLOW_URI_PREFIXES = ("models:/", "runs:/", "file:", "mlflow-artifacts:", "s3://", "gs://", "wasbs://", "abfss://",
@@ -76,17 +76,9 @@ class Predictor:
         """Bytes or a file to the (S, S, 3) uint8 array training used; raises ImageDecodeError."""
         return load_array(source, self.spec.image_size, max_pixels=max_pixels)
 
-    def model_input(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 (N, S, S, 3) to the normalised float32 (N, 3, S, S) batch the model takes."""
-        return to_model_input(images, self.spec.mean, self.spec.std).to(self.device)
-
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N, C), float64, for uint8 images (N, S, S, 3)."""
-        if len(images) == 0:
-            return np.zeros((0, len(self.classes)))
-        with torch.inference_mode():
-            logits = self.model(self.model_input(images))
-            return torch.softmax(logits.float(), dim=1).cpu().numpy().astype(np.float64)
+        return class_probabilities(self.model, images, self.spec, self.device, batch_size=max(1, len(images)))
 
     def describe(self, probabilities: np.ndarray) -> dict[str, Any]:
         """One image's answer: the seed's ``prediction`` (class index), ``label``, ``probabilities``."""
@@ -212,125 +204,3 @@ def _registry_identity(uri: str) -> tuple[str | None, str | None]:
             return name, None
     name, _, version = rest.partition("/")
     return name, version if version.isdigit() else None
-
-
-# --- batch prediction over a folder --------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class PredictParams:
-    """params.yaml ``predict:``."""
-
-    input: str = "data/raw/images"       # folder to classify, every file under it; relative to the repo or absolute
-    batch_size: int = 64                  # images per forward pass
-    max_pixels: int = DEFAULT_MAX_PIXELS  # images with more pixels are skipped before decoding
-
-    def __post_init__(self) -> None:
-        require(bool(self.input.strip()), "input", "must name a folder")
-        require(1 <= self.batch_size <= 4096, "batch_size", f"must be between 1 and 4096, got {self.batch_size}")
-        require(self.max_pixels >= 1, "max_pixels", f"must be a positive integer, got {self.max_pixels}")
-
-
-@dataclasses.dataclass
-class FolderPrediction:
-    predictions: pd.DataFrame   # path, prediction, label, probability_<class>...
-    skipped: pd.DataFrame       # path, reason
-    report: dict[str, Any]      # counts for metrics/predict.json
-
-
-def resolve_folder(text: str, key: str = "predict.input") -> Path:
-    """The folder ``text`` (relative to the repository root unless absolute); it must exist."""
-    folder = Path(text).expanduser()
-    folder = folder if folder.is_absolute() else paths.ROOT / folder
-    if not folder.exists():
-        raise UserError(f"{key}: folder '{text}' does not exist.")
-    if not folder.is_dir():
-        raise UserError(f"{key}: '{text}' is not a folder.")
-    return folder
-
-
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
-def list_images(root: Path, only: Sequence[str] | None = None) -> tuple[list[tuple[str, Path]], list[tuple[str, str]]]:
-    """Files to classify under ``root`` as (relative posix path, real path), and refused ones as (path, reason).
-
-    Every file is resolved (symlinks followed) and must land inside ``root``; symlinked
-    folders are not followed. ``only`` restricts the run to paths relative to ``root``; one
-    that points outside ``root`` (``..``, absolute, or through a symlink) is a UserError.
-    """
-    real_root = root.resolve()
-    accepted: list[tuple[str, Path]] = []
-    refused: list[tuple[str, str]] = []
-    if only:
-        for name in only:
-            target = (root / name).resolve()
-            if Path(name).is_absolute() or not _inside(target, real_root):
-                raise UserError(f"refusing '{name}': it is outside the input folder '{paths.relative(root)}'.")
-            tidy = Path(os.path.normpath(name)).as_posix()
-            if not target.is_file():
-                refused.append((tidy, "does not exist or is not a file"))
-            else:
-                accepted.append((tidy, target))
-        return sorted(accepted), sorted(refused)
-    for directory, folders, files in os.walk(root, followlinks=False):
-        here = Path(directory)
-        for folder in list(folders):
-            if (here / folder).is_symlink():
-                relative_name = (here / folder).relative_to(root).as_posix()
-                escapes = not _inside((here / folder).resolve(), real_root)
-                refused.append((relative_name, "refused: symlink to a folder outside the input folder" if escapes
-                                else "symlinked folder not followed"))
-        folders[:] = sorted(f for f in folders if not (here / f).is_symlink())
-        for name in sorted(files):
-            path = here / name
-            relative_name = path.relative_to(root).as_posix()
-            target = path.resolve()
-            if not _inside(target, real_root):
-                refused.append((relative_name, "refused: symlink to a file outside the input folder"))
-            elif not target.is_file():
-                refused.append((relative_name, "not a regular file"))
-            else:
-                accepted.append((relative_name, target))
-    return sorted(accepted), sorted(refused)
-
-
-def predict_folder(predictor: Predictor, root: Path, params: PredictParams,
-                   only: Sequence[str] | None = None) -> FolderPrediction:
-    """Classify every image under ``root``; unreadable and refused files go to ``skipped``."""
-    files, refused = list_images(root, only)
-    skipped = list(refused)
-    rows: list[dict[str, Any]] = []
-    names: list[str] = []
-    batch: list[np.ndarray] = []
-
-    def flush() -> None:
-        for name, probabilities in zip(names, predictor.predict(np.stack(batch))):
-            answer = predictor.describe(probabilities)
-            row = {"path": name, "prediction": answer["prediction"], "label": answer["label"]}
-            row.update({f"probability_{c}": p for c, p in answer["probabilities"].items()})
-            rows.append(row)
-        names.clear()
-        batch.clear()
-
-    for name, path in progress(files, desc="predict: classifying images", total=len(files)):
-        try:
-            batch.append(predictor.preprocess(path, max_pixels=params.max_pixels))
-            names.append(name)
-        except ImageDecodeError as error:
-            skipped.append((name, str(error)))
-        if len(batch) == params.batch_size:
-            flush()
-    if batch:
-        flush()
-    columns = ["path", "prediction", "label"] + [f"probability_{c}" for c in predictor.classes]
-    predictions = pd.DataFrame(rows, columns=columns)
-    skipped_frame = pd.DataFrame(sorted(skipped), columns=["path", "reason"])
-    counts = predictions["label"].value_counts()
-    report = {
-        "files": len(files) + len(refused),
-        "predicted": len(predictions),
-        "skipped": len(skipped_frame),
-        "labels": {name: int(counts.get(name, 0)) for name in predictor.classes},
-    }
-    return FolderPrediction(predictions, skipped_frame, report)

@@ -17,17 +17,18 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-import torchvision
 from torch import nn
 
-from lifecycle.errors import UserError
-from lifecycle.images import IMAGENET_MEAN, IMAGENET_STD
-from lifecycle.io import write_bytes_atomic, write_json_atomic
-from lifecycle.paths import relative
+from lifecycle.core.errors import UserError
+from lifecycle.core.images import IMAGENET_MEAN, IMAGENET_STD
+from lifecycle.core.io import write_bytes_atomic, write_json_atomic
+from lifecycle.core.paths import relative
 
 WEIGHTS_FILE = "model.pt"
 SIDECAR_FILE = "model.json"
@@ -83,7 +84,21 @@ class ModelSpec:
 
 
 def torchvision_classifiers() -> list[str]:
+    import torchvision  # on first use: it costs a second and a half to import, and seed_cnn never needs it
+
     return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def check_architecture(name: str, key: str, allow_seed_cnn: bool) -> None:
+    """Fail with a sentence naming ``key`` unless ``name`` is seed_cnn (where allowed) or a torchvision classifier."""
+    if allow_seed_cnn and name == "seed_cnn":
+        return
+    if name not in torchvision_classifiers():
+        examples = "seed_cnn or " if allow_seed_cnn else ""
+        raise UserError(
+            f"params.yaml: '{key}' is '{name}', which is not {examples}a torchvision.models classifier "
+            f"(for example resnet18, vgg16, mobilenet_v3_small)."
+        )
 
 
 def _head_slot(model: nn.Module) -> tuple[nn.Module, str | int]:
@@ -133,6 +148,8 @@ def build_model(spec: ModelSpec) -> nn.Module:
     # Single-output variants of the two classifiers that have auxiliary heads, so every
     # model returns plain logits in training as in evaluation.
     extra = {"aux_logits": False} if spec.architecture in ("googlenet", "inception_v3") else {}
+    import torchvision
+
     model = torchvision.models.get_model(spec.architecture, weights=None, **extra)
     return replace_head(model, num_classes)
 
@@ -183,3 +200,49 @@ def load_model(folder: Path, device: str | torch.device = "cpu") -> tuple[nn.Mod
     state = torch.load(Path(folder) / WEIGHTS_FILE, map_location=device, weights_only=True)
     model.load_state_dict(state)
     return model.to(device).eval(), spec
+
+
+# ----------------------------------------------------------------------------- the forward path
+
+
+def to_model_input(
+    images: np.ndarray | torch.Tensor,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> torch.Tensor:
+    """uint8 images (N, H, W, 3) or (N, 3, H, W) to the normalised float batch a model takes."""
+    batch = torch.as_tensor(images)
+    if batch.ndim == 3:
+        batch = batch.unsqueeze(0)
+    if batch.shape[-1] == 3 and batch.shape[1] != 3:
+        batch = batch.permute(0, 3, 1, 2)
+    batch = batch.float().div_(255.0)
+    mean_t = torch.tensor(mean, dtype=batch.dtype, device=batch.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=batch.dtype, device=batch.device).view(1, -1, 1, 1)
+    return (batch - mean_t) / std_t
+
+
+def class_probabilities(
+    model: Callable[[torch.Tensor], Any],
+    images: np.ndarray | torch.Tensor,
+    spec: ModelSpec,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+) -> np.ndarray:
+    """The one forward path from uint8 images (N, S, S, 3) to class probabilities (N, C), float64.
+
+    evaluate, the predict stage and the service all call it, so a model is scored exactly as
+    it answers. ``model`` is in eval mode (:func:`load_model` returns it so); an exported
+    (pt2) module from MLflow works as well.
+    """
+    if len(images) == 0:
+        return np.zeros((0, len(spec.classes)))
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            batch = to_model_input(images[start:start + batch_size], spec.mean, spec.std).to(device)
+            output = model(batch)
+            logits = output.logits if hasattr(output, "logits") else output
+            chunks.append(torch.softmax(logits.double(), dim=1).cpu())
+    return torch.cat(chunks).numpy()
+

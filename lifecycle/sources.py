@@ -19,29 +19,17 @@ import dataclasses
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Literal
 
 import pandas as pd
 
-from lifecycle.errors import UserError
-from lifecycle.images import ImageDecodeError, read_header
-from lifecycle.params import require
-from lifecycle.progress import progress
-from lifecycle.synthetic import SyntheticParams
+from lifecycle.core import paths
+from lifecycle.core.errors import UserError
+from lifecycle.core.images import ImageDecodeError, read_header
+from lifecycle.core.progress import progress
+from lifecycle.core.schema import IngestParams
+from lifecycle.synthetic import generate
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-@dataclasses.dataclass(frozen=True)
-class IngestParams:
-    source: Literal["synthetic", "kaggle", "imagefolder", "csv"] = "synthetic"
-    path: str | None = None        # folder (kaggle, imagefolder) or CSV file (csv); relative to the repo
-    path_column: str = "image_path"  # csv source: the column holding image paths
-    label_column: str = "label"      # csv source: the column holding labels
-    synthetic: SyntheticParams = dataclasses.field(default_factory=SyntheticParams)
-
-    def __post_init__(self) -> None:
-        require(self.source == "synthetic" or bool(self.path), "path", f"is required when source is '{self.source}'")
 
 
 @dataclasses.dataclass
@@ -159,3 +147,18 @@ def from_csv(csv_path: Path, out_dir: Path, path_column: str, label_column: str)
     _require_some_readable([source for source, _, _ in kept if source.is_file()], csv_path)
     manifest = _copy_into(kept, out_dir)
     return IngestResult(pd.concat([manifest, pd.DataFrame(extras, index=manifest.index)], axis=1), skipped)
+
+
+def ingest(params: IngestParams, seed: int, out_dir: Path) -> IngestResult:
+    """Fill ``out_dir`` with ``images/`` from the configured source; return its manifest."""
+    source = Path(params.path).expanduser() if params.path else None
+    if source is not None and not source.is_absolute():
+        source = paths.ROOT / source
+    if params.source == "synthetic":
+        return IngestResult(generate(params.synthetic, seed, out_dir))
+    if params.source == "kaggle":
+        return from_kaggle(source, out_dir)
+    if params.source == "imagefolder":
+        return from_imagefolder(source, out_dir)
+    return from_csv(source, out_dir, params.path_column, params.label_column)
+

@@ -6,27 +6,15 @@ score never rewards memorisation.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from lifecycle.errors import UserError
-from lifecycle.params import require
+from lifecycle.core.errors import UserError
+from lifecycle.core.schema import SplitParams
 
 SPLIT_NAMES = ("train", "val", "test")
-
-
-@dataclasses.dataclass(frozen=True)
-class SplitParams:
-    val_fraction: float = 0.15   # of all images, for model selection and early stopping
-    test_fraction: float = 0.15  # of all images, touched only by evaluate
-
-    def __post_init__(self) -> None:
-        require(0 < self.val_fraction < 0.5, "val_fraction", "must be between 0 and 0.5")
-        require(0 < self.test_fraction < 0.5, "test_fraction", "must be between 0 and 0.5")
-        require(self.val_fraction + self.test_fraction < 0.8, "test_fraction", "plus val_fraction must leave at least 20% for training")
 
 
 def content_groups(images: np.ndarray) -> np.ndarray:

@@ -7,23 +7,11 @@ every synthetic row is flagged so that plots and audits can tell it apart.
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Literal
-
 import numpy as np
 from imblearn.over_sampling import SMOTE, RandomOverSampler
 
-from lifecycle.errors import UserError
-from lifecycle.params import require
-
-
-@dataclasses.dataclass(frozen=True)
-class SynthesizeParams:
-    method: Literal["smote", "random_over", "none"] = "smote"
-    k_neighbors: int = 5  # SMOTE: minority neighbours to interpolate towards
-
-    def __post_init__(self) -> None:
-        require(self.k_neighbors >= 1, "k_neighbors", f"must be at least 1, got {self.k_neighbors}")
+from lifecycle.core.errors import UserError
+from lifecycle.core.schema import SynthesizeParams
 
 
 def make_sampler(params: SynthesizeParams, seed: int):
@@ -33,11 +21,6 @@ def make_sampler(params: SynthesizeParams, seed: int):
     if params.method == "random_over":
         return RandomOverSampler(random_state=seed)
     return None
-
-
-def class_counts(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
-    counts = np.bincount(labels, minlength=len(classes))
-    return {name: int(count) for name, count in zip(classes, counts)}
 
 
 def balance(images: np.ndarray, labels: np.ndarray, params: SynthesizeParams, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

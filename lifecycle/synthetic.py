@@ -14,7 +14,6 @@ sizes, and a 70/30 class imbalance. Each image is drawn from its own seed
 """
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
 from pathlib import Path
@@ -23,44 +22,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
-from lifecycle.params import require
-from lifecycle.progress import progress
+from lifecycle.core.progress import progress
+from lifecycle.core.schema import SyntheticParams
 
 CANVAS = 128
 LABEL_SPELLINGS = {
     "cat": ["cat", "Cat", "CAT", " cat", "cat "],
     "dog": ["dog", "Dog", "DOG", " dog", "dog "],
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class SyntheticParams:
-    count: int = 2000              # images drawn (before duplicates and defects are added)
-    cat_fraction: float = 0.7      # class imbalance the synthesize stage corrects
-    min_size: int = 48             # smallest side of a saved image, pixels
-    max_size: int = 160            # largest side of a saved image, pixels
-    separation: float = 1.0        # scales how far apart the class cues are: lower is harder
-    duplicate_rows: float = 0.03   # fraction of rows repeated verbatim
-    duplicate_images: float = 0.02 # fraction of images saved again under a second path
-    missing_labels: float = 0.03   # fraction of rows whose label is blank
-    stray_whitespace: float = 0.1  # fraction of paths padded with spaces
-    missing_files: float = 0.01    # fraction of rows pointing at a file that does not exist
-    truncated_files: float = 0.01  # fraction of files cut short
-    corrupt_files: float = 0.01    # fraction of files overwritten with bytes that are no image
-    grayscale: float = 0.05        # fraction saved as 8-bit grayscale
-    rgba: float = 0.05             # fraction saved as RGBA PNG
-    palette: float = 0.05          # fraction saved as palette PNG
-
-    def __post_init__(self) -> None:
-        require(self.count >= 10, "count", f"must be at least 10, got {self.count}")
-        require(0.0 < self.cat_fraction < 1.0, "cat_fraction", "must be between 0 and 1 (exclusive)")
-        require(self.min_size >= 16, "min_size", "must be at least 16 pixels")
-        require(self.max_size >= self.min_size, "max_size", "must be at least min_size")
-        require(self.separation > 0, "separation", "must be positive")
-        for field in dataclasses.fields(self):
-            if field.type == "float" and field.name not in ("cat_fraction", "separation"):
-                value = getattr(self, field.name)
-                require(0.0 <= value <= 0.5, field.name, f"must be a fraction between 0 and 0.5, got {value}")
 
 
 def draw_animal(label: str, rng: np.random.Generator, separation: float = 1.0) -> Image.Image:

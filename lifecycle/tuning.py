@@ -36,10 +36,10 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_sp
 from skorch import NeuralNetClassifier
 from torch import nn
 
-from lifecycle.errors import UserError
-from lifecycle.images import IMAGENET_MEAN, IMAGENET_STD, to_model_input
-from lifecycle.models import SeedCNN
-from lifecycle.params import require
+from lifecycle.core.errors import UserError
+from lifecycle.core.images import IMAGENET_MEAN, IMAGENET_STD
+from lifecycle.core.schema import TuneParams
+from lifecycle.models import SeedCNN, to_model_input
 
 SEED_GRID: dict[str, list[Any]] = {"lr": [0.01, 0.001], "max_epochs": [10, 20]}  # the blog post's grid
 OPTIMIZER = torch.optim.Adam  # as train: Adam and cross-entropy
@@ -68,44 +68,27 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-@dataclasses.dataclass(frozen=True)
-class TuneParams:
-    # skorch NeuralNetClassifier parameter -> values; GridSearchCV tries every combination
-    grid: dict[str, list[Any]] = dataclasses.field(default_factory=lambda: {k: list(v) for k, v in SEED_GRID.items()})
-    folds: int = 2                 # stratified cross-validation folds
-    subsample: int = 600           # training images searched over (a stratified draw); 0: all
-    channels: list[int] = dataclasses.field(default_factory=lambda: [8])  # SeedCNN conv blocks (module__channels may vary it)
-    batch_size: int = 64           # unless the grid varies batch_size
-    scoring: str = "accuracy"      # a scikit-learn scorer name; the seed's is accuracy
+def check_tune_params(params: TuneParams) -> None:
+    """What the schema cannot check without skorch and scikit-learn: every grid key is a
+    parameter of the tuned net, every value fits it, the scorer exists. A UserError names the key."""
 
-    def __post_init__(self) -> None:
-        require(len(self.grid) >= 1, "grid", "must name at least one parameter to search over")
-        known = grid_keys()
-        for key, values in self.grid.items():
-            require(key in known, f"grid.{key}", f"is not a parameter the tuned net accepts; use one of: {', '.join(known)}")
-            require(len(values) >= 1, f"grid.{key}", "must list at least one value")
-            require(len({repr(v) for v in values}) == len(values), f"grid.{key}", f"lists a value twice: {values}")
-            for value in values:
-                _check_grid_value(key, value)
-        require(2 <= self.folds <= 20, "folds", f"must be between 2 and 20, got {self.folds}")
-        require(self.subsample == 0 or self.subsample >= 10 * self.folds, "subsample",
-                f"must be 0 (all images) or at least 10 per fold ({10 * self.folds}), got {self.subsample}")
-        require(len(self.channels) >= 1 and all(c >= 1 for c in self.channels), "channels",
-                f"must list at least one positive channel count, got {self.channels}")
-        require(self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}")
-        require(self.scoring in get_scorer_names(), "scoring",
-                f"is not a scikit-learn scorer name (such as accuracy, f1, roc_auc, balanced_accuracy), got '{self.scoring}'")
+    def require(condition: bool, key: str, message: str) -> None:
+        if not condition:
+            raise UserError(f"params.yaml: 'tune.{key}' {message}.")
 
-
-def _check_grid_value(key: str, value: Any) -> None:
-    field = f"grid.{key}"
-    if key == "lr":
-        require(_is_number(value) and value > 0, field, f"values must be positive numbers, got {value!r}")
-    elif key in ("max_epochs", "batch_size"):
-        require(_is_int(value) and value >= 1, field, f"values must be integers of at least 1, got {value!r}")
-    elif key == "module__channels":
-        require(isinstance(value, list) and len(value) >= 1 and all(_is_int(c) and c >= 1 for c in value),
-                field, f"values must be lists of positive channel counts such as [8, 16], got {value!r}")
+    known = grid_keys()
+    for key, values in params.grid.items():
+        require(key in known, f"grid.{key}", f"is not a parameter the tuned net accepts; use one of: {', '.join(known)}")
+        for value in values:
+            if key == "lr":
+                require(_is_number(value) and value > 0, f"grid.{key}", f"values must be positive numbers, got {value!r}")
+            elif key in ("max_epochs", "batch_size"):
+                require(_is_int(value) and value >= 1, f"grid.{key}", f"values must be integers of at least 1, got {value!r}")
+            elif key == "module__channels":
+                require(isinstance(value, list) and len(value) >= 1 and all(_is_int(c) and c >= 1 for c in value),
+                        f"grid.{key}", f"values must be lists of positive channel counts such as [8, 16], got {value!r}")
+    require(params.scoring in get_scorer_names(), "scoring",
+            f"is not a scikit-learn scorer name (such as accuracy, f1, roc_auc, balanced_accuracy), got '{params.scoring}'")
 
 
 class ModelInput(BaseEstimator, TransformerMixin):
@@ -241,6 +224,7 @@ def tune(
     ``on_fold_scored`` is called with the labels of every validation fold as it is scored
     (the stage advances its progress bar with it).
     """
+    check_tune_params(params)
     make_deterministic()
     images, labels = draw_subsample(images, labels, params.subsample, seed)
     check_fold_sizes(labels, params.folds, sampler)

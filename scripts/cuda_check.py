@@ -1,7 +1,7 @@
 """Check the CUDA path of the training loop on a machine with a GPU (the project never needs one).
 
 Trains the seed CNN and resnet18 twice each on tiny separable images with the pipeline's
-own loop (`lifecycle.training.fit`) and deterministic settings, and reports the device, the
+own loop (`lifecycle.training.loop.fit`) and deterministic settings, and reports the device, the
 accuracy reached and whether the two runs gave bit-identical weights. Prints one JSON line.
 
 usage: python scripts/cuda_check.py
@@ -20,7 +20,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from lifecycle.models import ModelSpec, build_model  # noqa: E402
-from lifecycle.training import FitConfig, Samples, distributed, fit, seed_everything  # noqa: E402
+from lifecycle.training.loop import FitConfig, Samples, fit  # noqa: E402
+from lifecycle.training.runtime import distributed, seed_everything  # noqa: E402
 
 
 def separable(count: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,38 +1,25 @@
-"""Augment (seed step 5): build the torchvision augmentation pipeline from params and
-preview it on training images; training applies the very same pipeline on the fly.
+"""Augment (seed step 5): preview the augmentation pipeline that training applies on the fly,
+built from params, on a few training images.
 
 in: data/processed/train_balanced.npz   out: plots/augment_preview.png   params: seed, augment.*
 """
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from lifecycle import paths
-from lifecycle.augmentation import AugmentParams, build_augmentation
-from lifecycle.errors import run_stage
+from lifecycle.augmentation import preview
+from lifecycle.core import paths
+from lifecycle.core.errors import run_stage
+from lifecycle.core.io import read_arrays, read_json
+from lifecycle.core.params import load_params
 from lifecycle.figures import image_grid, save_figure
-from lifecycle.io import read_arrays, read_json
-from lifecycle.params import GlobalParams, load_params
 
 PREVIEW = paths.PLOTS / "augment_preview.png"
 
 
-def preview(images: np.ndarray, params: AugmentParams, seed: int) -> np.ndarray:
-    """Each image followed by ``preview_variants`` augmented copies, as one uint8 batch."""
-    torch.manual_seed(seed)
-    transform = build_augmentation(params, images.shape[1])
-    tiles = []
-    for image in images:
-        tensor = torch.from_numpy(image).permute(2, 0, 1)
-        tiles.append(image)
-        tiles += [transform(tensor).permute(1, 2, 0).numpy() for _ in range(params.preview_variants)]
-    return np.stack(tiles)
-
-
 def main() -> None:
-    params = load_params("augment", AugmentParams)
-    seed = load_params(None, GlobalParams).seed
+    pipeline = load_params()
+    params, seed = pipeline.augment, pipeline.seed
     train = read_arrays(paths.TRAIN_BALANCED)
     classes = read_json(paths.CLASSES)["classes"]
     originals = np.flatnonzero(~train["synthetic"])

@@ -7,14 +7,22 @@ out: plots/eda/*.png, metrics/eda.json, metrics/eda_label_spellings.csv   params
 """
 from __future__ import annotations
 
-import pandas as pd
-
-from lifecycle import exploration, paths
-from lifecycle.errors import run_stage
-from lifecycle.figures import class_means, label_distributions, save_figure, size_distribution
-from lifecycle.io import read_arrays, read_json, write_csv_atomic, write_json_atomic
-from stages.impute import read_manifest
-from stages.preprocess import read_raw_manifest
+from lifecycle import exploration
+from lifecycle.core import paths
+from lifecycle.core.errors import run_stage
+from lifecycle.core.io import (
+    read_arrays,
+    read_json,
+    write_csv_atomic,
+    write_json_atomic,
+)
+from lifecycle.figures import (
+    class_means,
+    label_distributions,
+    save_figure,
+    size_distribution,
+)
+from lifecycle.manifest import read_manifest, read_raw_manifest
 
 EDA_PLOTS = paths.PLOTS / "eda"
 SPELLINGS = paths.METRICS / "eda_label_spellings.csv"

@@ -1,6 +1,8 @@
 """Evaluate (seed step 8c): one trained model on the validation and the test split:
 accuracy, precision, recall, F1, ROC AUC and the confusion matrix; the test split's
 confusion matrix and ROC curve as DVC plots. dvc.yaml runs it for every model (foreach).
+Probabilities come from the same forward path the service answers with
+(:func:`lifecycle.models.class_probabilities`).
 
 usage: python -m stages.evaluate <train|finetune|transfer>
 in: models/<model>, data/processed/split/{val,test}.npz
@@ -11,29 +13,28 @@ from __future__ import annotations
 
 import sys
 
-from lifecycle import paths
-from lifecycle.errors import UserError, run_stage
-from lifecycle.evaluation import CANDIDATES, classification_metrics, confusion_rows, roc_points, softmax
-from lifecycle.images import to_model_input
-from lifecycle.io import read_arrays, write_csv_atomic, write_json_atomic
-from lifecycle.models import load_model
-from lifecycle.training import Samples, predict_logits, seed_everything
+from lifecycle.core import paths
+from lifecycle.core.errors import UserError, run_stage
+from lifecycle.core.io import read_arrays, write_csv_atomic, write_json_atomic
+from lifecycle.evaluation import (
+    CANDIDATES,
+    classification_metrics,
+    confusion_rows,
+    roc_points,
+)
+from lifecycle.models import class_probabilities, load_model
 
 
 def main() -> None:
     if len(sys.argv) != 2 or sys.argv[1] not in CANDIDATES:
         raise UserError(f"usage: python -m stages.evaluate <model>, where model is one of {', '.join(CANDIDATES)}.")
     name = sys.argv[1]
-    seed_everything(0)
     model, spec = load_model(paths.model_dir(name))
     report = {}
     for split, path in (("val", paths.VAL), ("test", paths.TEST)):
         arrays = read_arrays(path)
-        samples = Samples.from_images(arrays["images"], arrays["labels"])
-        logits = predict_logits(model, samples.inputs, lambda b: to_model_input(b, spec.mean, spec.std),
-                                desc=f"evaluate {name}: {split}")
-        probabilities = softmax(logits.numpy().astype("float64"))
-        labels = samples.labels.numpy()
+        labels = arrays["labels"]
+        probabilities = class_probabilities(model, arrays["images"], spec)
         report[split] = classification_metrics(labels, probabilities, spec.classes)
         if split == "test":
             write_csv_atomic(confusion_rows(labels, probabilities, spec.classes), paths.evaluation_plots(name) / "confusion.csv")

@@ -6,18 +6,16 @@ params: featurize.*
 """
 from __future__ import annotations
 
-import numpy as np
-
-from lifecycle import paths
-from lifecycle.errors import run_stage
-from lifecycle.features import FeaturizeParams, decode_all, encode_labels
-from lifecycle.io import write_arrays_atomic, write_json_atomic
-from lifecycle.params import load_params
-from stages.impute import read_manifest
+from lifecycle.core import paths
+from lifecycle.core.errors import run_stage
+from lifecycle.core.io import write_arrays_atomic, write_json_atomic
+from lifecycle.core.params import load_params
+from lifecycle.features import decode_all, encode_labels
+from lifecycle.manifest import read_manifest
 
 
 def main() -> None:
-    params = load_params("featurize", FeaturizeParams)
+    params = load_params().featurize
     manifest = read_manifest(paths.IMPUTED_MANIFEST)
     labels, classes = encode_labels(manifest["label"])
     images = decode_all(manifest, paths.RAW, params.image_size)

@@ -10,34 +10,21 @@ params: seed, finetune.*, augment.{hflip,rotation,crop_scale,brightness,contrast
 """
 from __future__ import annotations
 
-import dataclasses
-
-import torch
-
-from lifecycle import paths
-from lifecycle.augmentation import AugmentParams
-from lifecycle.backbones import FinetuneParams, finetune_groups, load_backbone
-from lifecycle.errors import run_stage
-from lifecycle.io import read_arrays, read_json
-from lifecycle.models import ModelSpec, check_image_size, load_spec, save_model
-from lifecycle.params import GlobalParams, load_params
-from lifecycle.training import (
-    Augmenting,
-    EpochLog,
-    FitConfig,
-    Samples,
-    augmentation_info,
-    distributed,
-    fit,
-    image_preparer,
-    seed_everything,
-)
+from lifecycle.augmentation import Augmenting
+from lifecycle.backbones import finetune_groups, load_backbone
+from lifecycle.core import paths
+from lifecycle.core.errors import run_stage
+from lifecycle.core.io import read_arrays, read_json
+from lifecycle.core.params import load_params
+from lifecycle.models import ModelSpec, check_architecture, check_image_size, load_spec
+from lifecycle.training.loop import FitConfig, Samples, image_preparer
+from lifecycle.training.stage import fit_stage
 
 
 def main() -> None:
-    params = load_params("finetune", FinetuneParams)
-    augment = load_params("augment", AugmentParams)
-    seed = load_params(None, GlobalParams).seed
+    pipeline = load_params()
+    params, augment, seed = pipeline.finetune, pipeline.augment, pipeline.seed
+    check_architecture(params.architecture, "finetune.architecture", allow_seed_cnn=False)
     classes = read_json(paths.CLASSES)
     backbone = paths.PRETRAINED / params.architecture
     pretrained = load_spec(backbone)
@@ -50,42 +37,24 @@ def main() -> None:
         mean=pretrained.mean,
         std=pretrained.std,
     )
-
-    with distributed() as cluster:
-        seed_everything(seed)
-        model = load_backbone(backbone, len(spec.classes))
+    with fit_stage("finetune") as stage:
+        model = stage.seeded(lambda: load_backbone(backbone, len(spec.classes)), seed)
         check_image_size(model, spec.architecture, spec.image_size)
-        config = FitConfig(
-            epochs=params.epochs, batch_size=params.batch_size, lr=params.lr_head, seed=seed,
-            weight_decay=params.weight_decay, workers=1 if cluster.world_size == 1 else 0, name="finetune",
-        )
-        log = EpochLog(paths.live_dir("finetune")) if cluster.is_main else None
-        result = fit(
+        stage.fit_and_save(
             model,
             Samples.from_images(train["images"], train["labels"]),
             Samples.from_images(val["images"], val["labels"]),
-            config,
-            cluster=cluster,
+            FitConfig(epochs=params.epochs, batch_size=params.batch_size, lr=params.lr_head, seed=seed,
+                      weight_decay=params.weight_decay, workers=1, name="finetune"),
+            spec,
+            paths.model_dir("finetune"),
             prepare=image_preparer(spec.mean, spec.std),
             transform=Augmenting(augment, spec.image_size) if params.augment else None,
             param_groups=finetune_groups(model, params.lr_backbone, params.lr_head),
-            log=log,
+            info={"backbone": pretrained.info.get("weights", "pretext"),
+                  "params": {"finetune": params.model_dump(), "seed": seed,
+                             "augment": augment.training_keys() if params.augment else None}},
         )
-        if cluster.is_main:
-            summary = result.summary()
-            log.close(summary)
-            info = {
-                "stage": "finetune",
-                **summary,
-                "world_size": result.world_size,
-                "backbone": pretrained.info.get("weights", "pretext"),
-                "params": {"finetune": dataclasses.asdict(params), "seed": seed,
-                           "augment": augmentation_info(augment) if params.augment else None},
-            }
-            save_model(model, dataclasses.replace(spec, info=info), paths.model_dir("finetune"))
-            print(f"finetune: kept epoch {summary['best_epoch']} (val accuracy {summary['val']['accuracy']:.4f})")
-        if cluster.distributed:
-            torch.distributed.barrier()
 
 
 if __name__ == "__main__":

@@ -9,19 +9,18 @@ params: transfer.architecture
 """
 from __future__ import annotations
 
-import torch
-
-from lifecycle import paths
-from lifecycle.backbones import TransferParams, feature_extractor, frozen_features
-from lifecycle.errors import run_stage
-from lifecycle.io import read_arrays, write_arrays_atomic
+from lifecycle.backbones import feature_extractor, frozen_features
+from lifecycle.core import paths
+from lifecycle.core.errors import run_stage
+from lifecycle.core.io import read_arrays, write_arrays_atomic
+from lifecycle.core.params import load_params
 from lifecycle.models import check_image_size, load_model
-from lifecycle.params import load_params
-from lifecycle.training import Samples, distributed, seed_everything
+from lifecycle.training.loop import Samples
+from lifecycle.training.runtime import distributed, seed_everything
 
 
 def main() -> None:
-    params = load_params("transfer", TransferParams)
+    params = load_params().transfer
     train = read_arrays(paths.TRAIN_BALANCED)
     val = read_arrays(paths.VAL)
     with distributed() as cluster:

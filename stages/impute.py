@@ -4,23 +4,16 @@ in: data/interim/clean.csv   out: data/interim/imputed.csv, metrics/impute.json 
 """
 from __future__ import annotations
 
-import pandas as pd
-
-from lifecycle import paths
-from lifecycle.cleaning import ImputeParams, impute
-from lifecycle.errors import UserError, run_stage
-from lifecycle.io import write_csv_atomic, write_json_atomic
-from lifecycle.params import load_params
-
-
-def read_manifest(path) -> pd.DataFrame:
-    if not path.is_file():
-        raise UserError(f"{paths.relative(path)} does not exist; run the stage that writes it first (dvc repro).")
-    return pd.read_csv(path, dtype={"image_path": str, "label": str}, keep_default_na=False, na_values=[""])
+from lifecycle.cleaning import impute
+from lifecycle.core import paths
+from lifecycle.core.errors import run_stage
+from lifecycle.core.io import write_csv_atomic, write_json_atomic
+from lifecycle.core.params import load_params
+from lifecycle.manifest import read_manifest
 
 
 def main() -> None:
-    params = load_params("impute", ImputeParams)
+    params = load_params().impute
     imputed, report = impute(read_manifest(paths.CLEAN_MANIFEST), params)
     write_csv_atomic(imputed, paths.IMPUTED_MANIFEST)
     write_json_atomic(report, paths.METRICS / "impute.json")

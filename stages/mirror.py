@@ -4,7 +4,8 @@ source of truth; a tracking failure never fails the pipeline (the state waits in
 
 in: params.yaml, metrics/, plots/, models/best/ (and dvc.lock as an artifact)
 out: one MLflow run per pipeline state (``MLFLOW_TRACKING_URI``, else sqlite:///mlflow.db at
-     the real repository root); nothing in the repository
+     the real repository root), and the receipt .mlflow-receipt.json (gitignored): the state's
+     id, so that DVC runs this stage on a fresh clone and skips it when nothing changed
 params: all of params.yaml (each key becomes an MLflow param)
 
     python -m stages.mirror                     # the workspace (what `dvc repro` runs)
@@ -17,8 +18,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lifecycle import tracking
-from lifecycle.errors import run_stage
+from lifecycle.core import paths
+from lifecycle.core.errors import run_stage
+from lifecycle.core.io import write_json_atomic
+from tracking import mirror
+from tracking.provenance import experiment_refs, real_root
+from tracking.sink import display_uri
+from tracking.snapshot import pipeline_state
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,16 +39,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.flush:
-        report = tracking.flush()
+        report = mirror.flush()
     elif args.rev or args.all_experiments:
         revs = list(args.rev)
         if args.all_experiments:
-            revs += sorted(name for name, _ in tracking.experiment_refs(tracking.real_root()).values())
-        report = tracking.mirror_revisions(revs)
+            revs += sorted(name for name, _ in experiment_refs(real_root()).values())
+        report = mirror.mirror_revisions(revs)
     else:
-        report = tracking.mirror_workspace()
+        report = mirror.mirror_workspace()
+        write_json_atomic({"pipeline_state": pipeline_state(paths.ROOT)}, paths.MIRROR_RECEIPT)
     for name, run_id, uri in report.sent:
-        print(f"mirror: {name} -> MLflow run {run_id} at {tracking.display_uri(uri)}")
+        print(f"mirror: {name} -> MLflow run {run_id} at {display_uri(uri)}")
     if not report.sent and not report.kept:
         print("mirror: nothing to send")
     warning = report.warning()

@@ -18,11 +18,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from lifecycle import paths
-from lifecycle.errors import run_stage
-from lifecycle.inference import PredictParams, load_predictor, predict_folder, resolve_folder
-from lifecycle.io import write_csv_atomic, write_json_atomic
-from lifecycle.params import load_params
+from lifecycle.core import paths
+from lifecycle.core.errors import run_stage
+from lifecycle.core.io import write_csv_atomic, write_json_atomic
+from lifecycle.core.params import load_params
+from lifecycle.inference import load_predictor
+from lifecycle.prediction import predict_folder, resolve_folder
 
 SHOWN_SKIPS = 10  # skipped files printed on the terminal; the CSV lists them all
 
@@ -39,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    params = load_params("predict", PredictParams)
+    params = load_params().predict
     folder = resolve_folder(args.input, "--input") if args.input else resolve_folder(params.input)
     predictor = load_predictor(args.model or paths.BEST_MODEL)
     result = predict_folder(predictor, folder, params, only=args.files or None)

@@ -5,27 +5,16 @@ in: data/raw   out: data/interim/clean.csv, metrics/preprocess.json   params: pr
 """
 from __future__ import annotations
 
-import pandas as pd
-
-from lifecycle import paths
-from lifecycle.cleaning import PreprocessParams, preprocess
-from lifecycle.errors import UserError, run_stage
-from lifecycle.io import write_csv_atomic, write_json_atomic
-from lifecycle.params import load_params
-
-
-def read_raw_manifest() -> pd.DataFrame:
-    if not paths.RAW_MANIFEST.is_file():
-        raise UserError(f"{paths.relative(paths.RAW_MANIFEST)} does not exist; run the ingest stage first.")
-    raw = pd.read_csv(paths.RAW_MANIFEST, dtype=str, keep_default_na=False, na_values=[""])
-    for column in ("image_path", "label"):
-        if column not in raw.columns:
-            raise UserError(f"{paths.relative(paths.RAW_MANIFEST)} has no '{column}' column.")
-    return raw
+from lifecycle.cleaning import preprocess
+from lifecycle.core import paths
+from lifecycle.core.errors import UserError, run_stage
+from lifecycle.core.io import write_csv_atomic, write_json_atomic
+from lifecycle.core.params import load_params
+from lifecycle.manifest import read_raw_manifest
 
 
 def main() -> None:
-    params = load_params("preprocess", PreprocessParams)
+    params = load_params().preprocess
     clean, report = preprocess(read_raw_manifest(), paths.RAW, params)
     if clean.empty:
         raise UserError(f"preprocess kept no row of {paths.relative(paths.RAW_MANIFEST)}: {report.as_dict()['dropped_by_reason']}.")

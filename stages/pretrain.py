@@ -11,59 +11,47 @@ params: seed, pretrain.*, finetune.architecture, transfer.architecture,
 """
 from __future__ import annotations
 
-import dataclasses
 from contextlib import nullcontext
 
-import torch
-
-from lifecycle import paths
-from lifecycle.augmentation import AugmentParams
-from lifecycle.backbones import (
-    FinetuneParams,
-    PretrainParams,
+from lifecycle.augmentation import Augmenting
+from lifecycle.core import paths
+from lifecycle.core.errors import run_stage
+from lifecycle.core.io import atomic_dir, read_arrays, read_json
+from lifecycle.core.params import load_params
+from lifecycle.models import (
+    ModelSpec,
+    build_model,
+    check_architecture,
+    check_image_size,
+    save_model,
+)
+from lifecycle.pretraining import (
     RotationPretext,
-    TransferParams,
     fetch_imagenet,
     pretext_spec,
     rotated_for_validation,
 )
-from lifecycle.errors import run_stage
-from lifecycle.io import atomic_dir, read_arrays, read_json
-from lifecycle.models import ModelSpec, build_model, check_image_size, save_model
-from lifecycle.params import GlobalParams, load_params
-from lifecycle.training import (
-    Augmenting,
-    EpochLog,
-    FitConfig,
-    Samples,
-    augmentation_info,
-    distributed,
-    fit,
-    image_preparer,
-    seed_everything,
-)
+from lifecycle.training.loop import FitConfig, Samples, image_preparer
+from lifecycle.training.stage import fit_stage
 
 
 def main() -> None:
-    params = load_params("pretrain", PretrainParams)
-    architectures = sorted({load_params("finetune", FinetuneParams).architecture,
-                            load_params("transfer", TransferParams).architecture})
-    augment = load_params("augment", AugmentParams)
-    seed = load_params(None, GlobalParams).seed
+    pipeline = load_params()
+    params, augment, seed = pipeline.pretrain, pipeline.augment, pipeline.seed
+    check_architecture(pipeline.finetune.architecture, "finetune.architecture", allow_seed_cnn=False)
+    check_architecture(pipeline.transfer.architecture, "transfer.architecture", allow_seed_cnn=False)
+    architectures = sorted({pipeline.finetune.architecture, pipeline.transfer.architecture})
     classes = read_json(paths.CLASSES)
     image_size = int(classes["image_size"])
-
     train = read_arrays(paths.TRAIN)
     val = read_arrays(paths.VAL)
 
-    with distributed() as cluster, (atomic_dir(paths.PRETRAINED) if cluster.is_main else nullcontext()) as staging:
-        log = EpochLog(paths.live_dir("pretrain")) if cluster.is_main else None
+    with fit_stage("pretrain") as stage, (atomic_dir(paths.PRETRAINED) if stage.cluster.is_main else nullcontext()) as staging:
         summary = {}
         for architecture in architectures:
             folder = staging / architecture if staging else None
-            seed_everything(seed)
             if params.weights == "imagenet":
-                if cluster.is_main:
+                if stage.cluster.is_main:
                     spec = fetch_imagenet(architecture, image_size, folder)
                     summary[architecture] = {"weights": "imagenet"}
                     print(f"pretrain {architecture}: ImageNet weights {spec.info['file']} (sha256 {spec.info['sha256'][:12]})")
@@ -71,49 +59,34 @@ def main() -> None:
             if params.weights == "none":
                 spec = ModelSpec(architecture=architecture, classes=list(classes["classes"]), image_size=image_size,
                                  info={"weights": "none", "seed": seed})
-                model = build_model(spec)
+                model = stage.seeded(lambda: build_model(spec), seed)
                 check_image_size(model, architecture, image_size)
-                if cluster.is_main:
+                if stage.cluster.is_main:
                     save_model(model, spec, folder)
                     summary[architecture] = {"weights": "none"}
                     print(f"pretrain {architecture}: random initialisation (weights: none)")
                 continue
             spec = pretext_spec(architecture, image_size)
-            model = build_model(spec)
+            model = stage.seeded(lambda: build_model(spec), seed)
             check_image_size(model, architecture, image_size)
-            config = FitConfig(
-                epochs=params.epochs, batch_size=params.batch_size, lr=params.lr, seed=seed,
-                weight_decay=params.weight_decay, workers=1 if cluster.world_size == 1 else 0,
-                name=f"pretrain {architecture}",
-            )
-            if log is not None:
-                log.start(f"{architecture}/")
-            result = fit(
+            if stage.log is not None:
+                stage.log.start(f"{architecture}/")
+            stage.fit_and_save(
                 model,
                 Samples.from_images(train["images"], train["labels"]),
                 Samples(*rotated_for_validation(Samples.from_images(val["images"], val["labels"]).inputs)),
-                config,
-                cluster=cluster,
+                FitConfig(epochs=params.epochs, batch_size=params.batch_size, lr=params.lr, seed=seed,
+                          weight_decay=params.weight_decay, workers=1, name=f"pretrain {architecture}"),
+                spec,
+                folder,
                 prepare=image_preparer(spec.mean, spec.std),
                 transform=RotationPretext(Augmenting(augment, image_size) if params.augment else None),
-                log=log,
+                info={"weights": "pretext", "task": "rotation",
+                      "params": {"pretrain": params.model_dump(), "seed": seed,
+                                 "augment": augment.training_keys() if params.augment else None}},
             )
-            if cluster.is_main:
-                summary[architecture] = {"weights": "pretext", **result.summary()}
-                info = {
-                    "stage": "pretrain",
-                    "weights": "pretext",
-                    "task": "rotation",
-                    **result.summary(),
-                    "params": {"pretrain": dataclasses.asdict(params), "seed": seed,
-                               "augment": augmentation_info(augment) if params.augment else None},
-                }
-                save_model(model, dataclasses.replace(spec, info=info), folder)
-        if log is not None:
-            log.close(summary)
-            (paths.live_dir("pretrain") / "plots").mkdir(exist_ok=True)  # declared even when nothing trains
-        if cluster.distributed:
-            torch.distributed.barrier()
+            summary[architecture] = {"weights": "pretext", **stage.summary}
+        stage.summary = summary
 
 
 if __name__ == "__main__":

@@ -12,16 +12,16 @@ from __future__ import annotations
 import dataclasses
 import shutil
 
-from lifecycle import paths
-from lifecycle.errors import run_stage
-from lifecycle.evaluation import CANDIDATES, METRIC_NAMES, SelectParams, select_best
-from lifecycle.io import atomic_dir, read_json, write_json_atomic
+from lifecycle.core import paths
+from lifecycle.core.errors import run_stage
+from lifecycle.core.io import atomic_dir, read_json, write_json_atomic
+from lifecycle.core.params import load_params
+from lifecycle.evaluation import CANDIDATES, METRIC_NAMES, select_best
 from lifecycle.models import SIDECAR_FILE, WEIGHTS_FILE, load_spec
-from lifecycle.params import load_params
 
 
 def main() -> None:
-    params = load_params("select", SelectParams)
+    params = load_params().select
     reports = {name: read_json(paths.evaluation_report(name)) for name in CANDIDATES}
     chosen = select_best(reports, params.metric)
     source = load_spec(paths.model_dir(chosen))

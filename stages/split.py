@@ -6,17 +6,23 @@ params: seed, split.*
 """
 from __future__ import annotations
 
-from lifecycle import paths
-from lifecycle.errors import run_stage
-from lifecycle.io import atomic_dir, read_arrays, read_json, write_arrays_atomic, write_json_atomic
-from lifecycle.params import GlobalParams, load_params
-from lifecycle.splitting import SPLIT_NAMES, SplitParams, content_groups, split_indices
-from lifecycle.synthesis import class_counts
+from lifecycle.core import paths
+from lifecycle.core.errors import run_stage
+from lifecycle.core.io import (
+    atomic_dir,
+    read_arrays,
+    read_json,
+    write_arrays_atomic,
+    write_json_atomic,
+)
+from lifecycle.core.params import load_params
+from lifecycle.labels import class_counts
+from lifecycle.splitting import SPLIT_NAMES, content_groups, split_indices
 
 
 def main() -> None:
-    params = load_params("split", SplitParams)
-    seed = load_params(None, GlobalParams).seed
+    pipeline = load_params()
+    params, seed = pipeline.split, pipeline.seed
     features = read_arrays(paths.FEATURES)
     classes = read_json(paths.CLASSES)["classes"]
     indices = split_indices(features["labels"], content_groups(features["images"]), params, seed)

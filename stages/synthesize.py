@@ -6,16 +6,22 @@ params: seed, synthesize.*
 """
 from __future__ import annotations
 
-from lifecycle import paths
-from lifecycle.errors import run_stage
-from lifecycle.io import read_arrays, read_json, write_arrays_atomic, write_json_atomic
-from lifecycle.params import GlobalParams, load_params
-from lifecycle.synthesis import SynthesizeParams, balance, class_counts
+from lifecycle.core import paths
+from lifecycle.core.errors import run_stage
+from lifecycle.core.io import (
+    read_arrays,
+    read_json,
+    write_arrays_atomic,
+    write_json_atomic,
+)
+from lifecycle.core.params import load_params
+from lifecycle.labels import class_counts
+from lifecycle.synthesis import balance
 
 
 def main() -> None:
-    params = load_params("synthesize", SynthesizeParams)
-    seed = load_params(None, GlobalParams).seed
+    pipeline = load_params()
+    params, seed = pipeline.synthesize, pipeline.seed
     train = read_arrays(paths.TRAIN)
     classes = read_json(paths.CLASSES)["classes"]
     images, labels, synthetic = balance(train["images"], train["labels"], params, seed)

@@ -8,79 +8,51 @@ params: seed, lr, epochs, batch_size, train.*, augment.{hflip,rotation,crop_scal
 """
 from __future__ import annotations
 
-import dataclasses
-
-import torch
-
-from lifecycle import paths
-from lifecycle.augmentation import AugmentParams
-from lifecycle.errors import run_stage
-from lifecycle.io import read_arrays, read_json
-from lifecycle.models import ModelSpec, build_model, check_image_size, save_model
-from lifecycle.params import GlobalParams, load_params
-from lifecycle.training import (
-    Augmenting,
-    EpochLog,
-    ExperimentParams,
-    FitConfig,
-    Samples,
-    TrainParams,
-    augmentation_info,
-    distributed,
-    fit,
-    image_preparer,
-    seed_everything,
+from lifecycle.augmentation import Augmenting
+from lifecycle.core import paths
+from lifecycle.core.errors import run_stage
+from lifecycle.core.io import read_arrays, read_json
+from lifecycle.core.params import load_params
+from lifecycle.models import (
+    ModelSpec,
+    build_model,
+    check_architecture,
+    check_image_size,
 )
+from lifecycle.training.loop import FitConfig, Samples, image_preparer
+from lifecycle.training.stage import fit_stage
 
 
 def main() -> None:
-    experiment = load_params(None, ExperimentParams)
-    params = load_params("train", TrainParams)
-    augment = load_params("augment", AugmentParams)
-    seed = load_params(None, GlobalParams).seed
+    pipeline = load_params()
+    params, augment, seed = pipeline.train, pipeline.augment, pipeline.seed
+    check_architecture(params.architecture, "train.architecture", allow_seed_cnn=True)
     classes = read_json(paths.CLASSES)
     train = read_arrays(paths.TRAIN_BALANCED)
     val = read_arrays(paths.VAL)
-
     spec = ModelSpec(
         architecture=params.architecture,
         classes=list(classes["classes"]),
         image_size=int(classes["image_size"]),
         arguments={"channels": list(params.channels)} if params.architecture == "seed_cnn" else {},
     )
-    with distributed() as cluster:
-        seed_everything(seed)
-        model = build_model(spec)
+    with fit_stage("train") as stage:
+        model = stage.seeded(lambda: build_model(spec), seed)
         check_image_size(model, spec.architecture, spec.image_size)
-        config = FitConfig(
-            epochs=experiment.epochs, batch_size=experiment.batch_size, lr=experiment.lr, seed=seed,
-            weight_decay=params.weight_decay, workers=1 if cluster.world_size == 1 else 0, name="train",
-        )
-        log = EpochLog(paths.live_dir("train")) if cluster.is_main else None
-        result = fit(
+        stage.fit_and_save(
             model,
             Samples.from_images(train["images"], train["labels"]),
             Samples.from_images(val["images"], val["labels"]),
-            config,
-            cluster=cluster,
+            FitConfig(epochs=pipeline.epochs, batch_size=pipeline.batch_size, lr=pipeline.lr, seed=seed,
+                      weight_decay=params.weight_decay, workers=1, name="train"),
+            spec,
+            paths.model_dir("train"),
             prepare=image_preparer(spec.mean, spec.std),
             transform=Augmenting(augment, spec.image_size) if params.augment else None,
-            log=log,
+            info={"params": {"lr": pipeline.lr, "epochs": pipeline.epochs, "batch_size": pipeline.batch_size,
+                             "train": params.model_dump(), "seed": seed,
+                             "augment": augment.training_keys() if params.augment else None}},
         )
-        if cluster.is_main:
-            summary = result.summary()
-            log.close(summary)
-            info = {
-                "stage": "train",
-                **summary,
-                "world_size": result.world_size,
-                "params": {**dataclasses.asdict(experiment), "train": dataclasses.asdict(params), "seed": seed,
-                           "augment": augmentation_info(augment) if params.augment else None},
-            }
-            save_model(model, dataclasses.replace(spec, info=info), paths.model_dir("train"))
-            print(f"train: kept epoch {summary['best_epoch']} (val accuracy {summary['val']['accuracy']:.4f})")
-        if cluster.distributed:
-            torch.distributed.barrier()
 
 
 if __name__ == "__main__":

@@ -11,19 +11,25 @@ from __future__ import annotations
 import math
 import time
 
-from lifecycle import paths
-from lifecycle.errors import run_stage
-from lifecycle.io import read_arrays, read_json, write_csv_atomic, write_json_atomic
-from lifecycle.params import GlobalParams, load_params
-from lifecycle.progress import progress
-from lifecycle.synthesis import SynthesizeParams, make_sampler
-from lifecycle.tuning import TuneParams, tune
+from lifecycle.core import paths
+from lifecycle.core.errors import run_stage
+from lifecycle.core.io import (
+    read_arrays,
+    read_json,
+    write_csv_atomic,
+    write_json_atomic,
+)
+from lifecycle.core.params import load_params
+from lifecycle.core.progress import progress
+from lifecycle.synthesis import make_sampler
+from lifecycle.tuning import check_tune_params, tune
 
 
 def main() -> None:
-    params = load_params("tune", TuneParams)
-    seed = load_params(None, GlobalParams).seed
-    sampler = make_sampler(load_params("synthesize", SynthesizeParams), seed)
+    pipeline = load_params()
+    params, seed = pipeline.tune, pipeline.seed
+    check_tune_params(params)
+    sampler = make_sampler(pipeline.synthesize, seed)
     train = read_arrays(paths.TRAIN)
     classes = read_json(paths.CLASSES)["classes"]
 

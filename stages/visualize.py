@@ -6,43 +6,22 @@ params: seed, visualize.*
 """
 from __future__ import annotations
 
-import dataclasses
-
-import numpy as np
-
-from lifecycle import paths
-from lifecycle.errors import run_stage
+from lifecycle.core import paths
+from lifecycle.core.errors import run_stage
+from lifecycle.core.io import read_arrays, read_json
+from lifecycle.core.params import load_params
+from lifecycle.exploration import pick_samples
 from lifecycle.figures import image_grid, save_figure
-from lifecycle.io import read_arrays, read_json
-from lifecycle.params import GlobalParams, load_params, require
 
 SAMPLES = paths.PLOTS / "samples.png"
 
 
-@dataclasses.dataclass(frozen=True)
-class VisualizeParams:
-    rows: int = 4     # grid rows
-    columns: int = 8  # grid columns
-
-    def __post_init__(self) -> None:
-        require(self.rows >= 1, "rows", "must be at least 1")
-        require(self.columns >= 1, "columns", "must be at least 1")
-
-
-def pick_samples(labels: np.ndarray, synthetic: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """Indices of ``count`` samples, balanced over classes, real and synthetic mixed as in the data."""
-    rng = np.random.default_rng(seed)
-    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
-    chosen = [i for group in zip(*per_class) for i in group][:count]
-    return np.array(chosen, dtype=np.int64)
-
-
 def main() -> None:
-    params = load_params("visualize", VisualizeParams)
-    seed = load_params(None, GlobalParams).seed
+    pipeline = load_params()
+    params, seed = pipeline.visualize, pipeline.seed
     train = read_arrays(paths.TRAIN_BALANCED)
     classes = read_json(paths.CLASSES)["classes"]
-    chosen = pick_samples(train["labels"], train["synthetic"], params.rows * params.columns, seed)
+    chosen = pick_samples(train["labels"], params.rows * params.columns, seed)
     titles = [
         f"{classes[train['labels'][i]]} ({train['labels'][i]})" + (" SMOTE" if train["synthetic"][i] else "")
         for i in chosen

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 
 from lifecycle.models import ModelSpec, build_model, save_model
-from lifecycle.training import EpochLog, FitConfig, Samples, distributed, fit, seed_everything
+from lifecycle.training.log import EpochLog
+from lifecycle.training.loop import FitConfig, Samples, fit
+from lifecycle.training.runtime import distributed, seed_everything
 
 
 def separable_images(count: int, seed: int, size: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +39,7 @@ def main(out: Path) -> None:
         model = build_model(spec)
         log = EpochLog(out / "live") if cluster.is_main else None
         config = FitConfig(epochs=4, batch_size=16, lr=0.01, seed=0, name="ddp")
-        result = fit(model, train, val, config, cluster=cluster, log=log)
+        result = fit(model, train, val, config, cluster=cluster, on_epoch=log.log if log else None)
         state = model.state_dict()
         digest = hashlib.sha256(b"".join(state[k].numpy().tobytes() for k in sorted(state))).hexdigest()
         (out / f"rank{cluster.rank}.json").write_text(

@@ -6,14 +6,21 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lifecycle.cleaning import ImputeParams, PreprocessParams, impute, preprocess
-from lifecycle.errors import UserError
+from lifecycle.cleaning import impute, preprocess
+from lifecycle.core.errors import UserError
+from lifecycle.core.images import ImageDecodeError, read_header
+from lifecycle.core.io import read_arrays, write_arrays_atomic
+from lifecycle.core.schema import (
+    ImputeParams,
+    PreprocessParams,
+    SplitParams,
+    SynthesizeParams,
+    SyntheticParams,
+)
 from lifecycle.features import decode_all, encode_labels
-from lifecycle.images import ImageDecodeError, read_header
-from lifecycle.io import read_arrays, write_arrays_atomic
-from lifecycle.splitting import SplitParams, content_groups, split_indices
-from lifecycle.synthesis import SynthesizeParams, balance
-from lifecycle.synthetic import SyntheticParams, generate
+from lifecycle.splitting import content_groups, split_indices
+from lifecycle.synthesis import balance
+from lifecycle.synthetic import generate
 
 
 def tree_digest(folder):
@@ -82,9 +89,9 @@ def test_preprocess_accounts_for_every_row(tmp_path):
 
 def test_impute_strategies():
     clean = pd.DataFrame({"image_path": list("abcde"), "label": ["cat", "cat", "dog", np.nan, np.nan]})
-    dropped, report = impute(clean, ImputeParams("drop"))
+    dropped, report = impute(clean, ImputeParams(label_strategy="drop"))
     assert len(dropped) == 3 and report["rows_dropped"] == 2 and report["labels_imputed"] == 0
-    filled, report = impute(clean, ImputeParams("most_frequent"))
+    filled, report = impute(clean, ImputeParams(label_strategy="most_frequent"))
     assert filled["label"].tolist() == ["cat", "cat", "dog", "cat", "cat"]
     assert report["labels_imputed"] == 2 and report["imputed_value"] == "cat"
 
@@ -107,33 +114,33 @@ def test_split_is_stratified_and_keeps_identical_pictures_together(tiny_images):
     images = np.concatenate([images, images[:5]])  # five pictures appear twice
     labels = np.concatenate([labels, labels[:5]])
     groups = content_groups(images)
-    parts = split_indices(labels, groups, SplitParams(0.2, 0.2), seed=3)
+    parts = split_indices(labels, groups, SplitParams(val_fraction=0.2, test_fraction=0.2), seed=3)
     assert sorted(np.concatenate(list(parts.values())).tolist()) == list(range(len(labels)))
     seen = [set(groups[idx]) for idx in parts.values()]
     assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
     for idx in parts.values():
         assert 0.5 < (labels[idx] == 0).mean() < 0.9
-    again = split_indices(labels, groups, SplitParams(0.2, 0.2), seed=3)
+    again = split_indices(labels, groups, SplitParams(val_fraction=0.2, test_fraction=0.2), seed=3)
     assert all(np.array_equal(parts[k], again[k]) for k in parts)
 
 
 def test_smote_balances_and_flags_synthetic_rows(tiny_images):
     images, labels = tiny_images
-    out_images, out_labels, synthetic = balance(images, labels, SynthesizeParams("smote", 3), seed=0)
+    out_images, out_labels, synthetic = balance(images, labels, SynthesizeParams(method="smote", k_neighbors=3), seed=0)
     assert np.bincount(out_labels).tolist() == [28, 28]
     assert synthetic.sum() == 16 and not synthetic[:40].any()
     assert np.array_equal(out_images[:40], images) and out_images.dtype == np.uint8
-    same = balance(images, labels, SynthesizeParams("smote", 3), seed=0)
+    same = balance(images, labels, SynthesizeParams(method="smote", k_neighbors=3), seed=0)
     assert np.array_equal(same[0], out_images)
-    unchanged = balance(images, labels, SynthesizeParams("none"), seed=0)
+    unchanged = balance(images, labels, SynthesizeParams(method="none"), seed=0)
     assert len(unchanged[1]) == 40 and not unchanged[2].any()
-    assert np.bincount(balance(images, labels, SynthesizeParams("random_over"), seed=0)[1]).tolist() == [28, 28]
+    assert np.bincount(balance(images, labels, SynthesizeParams(method="random_over"), seed=0)[1]).tolist() == [28, 28]
 
 
 def test_smote_with_too_few_minority_images_names_the_key(tiny_images):
     images, labels = tiny_images
     with pytest.raises(UserError, match="synthesize.k_neighbors"):
-        balance(images[:30], labels[:30], SynthesizeParams("smote", 5), seed=0)
+        balance(images[:30], labels[:30], SynthesizeParams(method="smote", k_neighbors=5), seed=0)
 
 
 def test_npz_writer_is_byte_deterministic(tmp_path, tiny_images):

@@ -11,7 +11,6 @@ from lifecycle.evaluation import (
     roc_auc,
     roc_points,
     select_best,
-    softmax,
 )
 
 CLASSES = ["cat", "dog"]
@@ -68,12 +67,6 @@ def test_plot_rows_for_the_confusion_matrix_and_roc_curve():
     assert (curve.iloc[-1]["fpr"], curve.iloc[-1]["tpr"]) == (1.0, 1.0)
     assert curve["threshold"].max() <= 1.0  # no infinity in a CSV
     assert curve["fpr"].is_monotonic_increasing and curve["tpr"].is_monotonic_increasing
-
-
-def test_softmax_rows_sum_to_one_and_keep_the_order():
-    probabilities = softmax(np.array([[2.0, 1.0], [-5.0, 5.0], [1000.0, 0.0]]))
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
-    assert list(probabilities.argmax(axis=1)) == [0, 1, 0]
 
 
 def test_selection_uses_validation_only_and_ties_go_to_the_simpler_model():

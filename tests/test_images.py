@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lifecycle.images import ImageDecodeError, decode_image, load_array, read_header, to_model_input
+from lifecycle.core.images import (
+    ImageDecodeError,
+    decode_image,
+    load_array,
+    read_header,
+)
+from lifecycle.models import to_model_input
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lifecycle.errors import UserError
+from lifecycle.core.errors import UserError
 from lifecycle.sources import from_csv, from_imagefolder, from_kaggle
 
 

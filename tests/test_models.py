@@ -14,30 +14,30 @@ import yaml
 from torch import nn
 
 from lifecycle.backbones import (
-    ROTATIONS,
     FeatureScaling,
-    FinetuneParams,
-    PretrainParams,
-    RotationPretext,
-    TransferParams,
     attach_head,
     feature_extractor,
-    fetch_imagenet,
     frozen_features,
     load_backbone,
-    pretext_spec,
 )
-from lifecycle.errors import UserError
+from lifecycle.core.errors import UserError
+from lifecycle.core.params import load_params
 from lifecycle.models import (
     ModelSpec,
     build_model,
+    check_architecture,
     check_image_size,
     head_layer,
     load_model,
     save_model,
 )
-from lifecycle.params import load_params
-from lifecycle.training import ExperimentParams, TrainParams
+from lifecycle.pretraining import (
+    ROTATIONS,
+    RotationPretext,
+    fetch_imagenet,
+    pretext_spec,
+)
+from lifecycle.training.loop import image_preparer
 from tests.conftest import ROOT
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -95,7 +95,6 @@ def test_transfer_model_equals_the_trained_head_on_frozen_features(tmp_path):
     head = nn.Linear(512, 2)
     expected = head(scaling.apply(features))
     model = attach_head(load_backbone(tmp_path / "pretrained", 2), scaling.fold(head)).eval()
-    from lifecycle.training import image_preparer
     with torch.no_grad():
         actual = model(image_preparer(spec.mean, spec.std)(images))
     torch.testing.assert_close(actual, expected.detach(), rtol=1e-4, atol=1e-4)
@@ -167,26 +166,36 @@ def write_params(tmp_path: Path, **sections) -> Path:
 
 
 @pytest.mark.parametrize(
-    "section, schema, change, key",
+    "change, key",
     [
-        (None, ExperimentParams, {"lr": 0}, "'lr' must be greater than 0"),
-        (None, ExperimentParams, {"lr": -0.1}, "'lr' must be greater than 0"),
-        (None, ExperimentParams, {"epochs": 0}, "'epochs' must be at least 1"),
-        (None, ExperimentParams, {"batch_size": 0}, "'batch_size' must be at least 1"),
-        ("train", TrainParams, {"train": {"architecture": "resnet1000"}}, "'train.architecture' is 'resnet1000'"),
-        ("finetune", FinetuneParams, {"finetune": {"architecture": "seed_cnn"}}, "'finetune.architecture' is 'seed_cnn'"),
-        ("finetune", FinetuneParams, {"finetune": {"lr_head": 0}}, "'finetune.lr_head' must be greater than 0"),
-        ("transfer", TransferParams, {"transfer": {"epochs": 0}}, "'transfer.epochs' must be at least 1"),
-        ("pretrain", PretrainParams, {"pretrain": {"weights": "imagenet21k"}}, "'pretrain.weights' must be one of"),
+        ({"lr": 0}, "'lr' must be greater than 0"),
+        ({"lr": -0.1}, "'lr' must be greater than 0"),
+        ({"epochs": 0}, "'epochs' must be at least 1"),
+        ({"batch_size": 0}, "'batch_size' must be at least 1"),
+        ({"finetune": {"lr_head": 0}}, "'finetune.lr_head' must be greater than 0"),
+        ({"transfer": {"epochs": 0}}, "'transfer.epochs' must be at least 1"),
+        ({"pretrain": {"weights": "imagenet21k"}}, "'pretrain.weights' must be one of"),
     ],
 )
-def test_bad_params_are_one_sentence_naming_the_key(tmp_path, section, schema, change, key):
+def test_bad_params_are_one_sentence_naming_the_key(tmp_path, change, key):
     path = write_params(tmp_path, **change)
     with pytest.raises(UserError) as error:
-        load_params(section, schema, path)
+        load_params(path)
     message = str(error.value)
     assert key in message
     assert message.count(". ") == 0 and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "name, key, allow_seed_cnn, fragment",
+    [
+        ("resnet1000", "train.architecture", True, "'train.architecture' is 'resnet1000', which is not seed_cnn or a"),
+        ("seed_cnn", "finetune.architecture", False, "'finetune.architecture' is 'seed_cnn', which is not a torchvision"),
+    ],
+)
+def test_an_unknown_architecture_names_the_key(name, key, allow_seed_cnn, fragment):
+    with pytest.raises(UserError, match=fragment):
+        check_architecture(name, key, allow_seed_cnn)
 
 
 @pytest.mark.parametrize(
@@ -206,6 +215,6 @@ def test_a_bad_param_stops_the_stage_with_one_line_and_exit_2_before_training(re
     repo = repo_copy({"lr": -1.0})
     result = repo.run(sys.executable, "-m", "stages.train", check=False)
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: params.yaml: 'lr' must be greater than 0, got -1.0."
+    assert result.stderr.strip() == "error: params.yaml: 'lr' must be greater than 0.0, got float -1.0."
     assert not (repo.path / "models" / "train").exists()
     assert not (repo.path / "metrics" / "train").exists()

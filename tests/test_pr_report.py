@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lifecycle.report import data_table
+from scripts.pr_report import data_table
 from tests.conftest import ROOT, env_with_venv
 
 SCRIPT = ROOT / "scripts" / "pr_report.py"

@@ -21,10 +21,10 @@ import requests
 import torch
 from PIL import Image, ImageFile
 
-from lifecycle.errors import UserError
-from lifecycle.images import load_array, to_model_input
-from lifecycle.models import ModelSpec, SeedCNN, load_model, save_model
-from lifecycle.serving import create_app
+from lifecycle.core.errors import UserError
+from lifecycle.core.images import load_array
+from lifecycle.models import ModelSpec, SeedCNN, load_model, save_model, to_model_input
+from serving import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["cat", "dog"]
@@ -346,18 +346,29 @@ def test_a_missing_model_is_a_user_error(tmp_path):
         create_app({"SERVE_MODEL": str(tmp_path / "nothing")})
 
 
-def test_the_app_never_runs_in_debug_mode(app):
+def test_debug_mode_asked_for_by_the_environment_is_refused_and_a_crash_shows_no_traceback(model_dir, monkeypatch):
+    """FLASK_DEBUG=1 would turn on Werkzeug's debugger (arbitrary code for whoever reaches the
+    port) and tracebacks in answers: the app stays out of debug mode, and a bug is a JSON 500."""
+    monkeypatch.setenv("FLASK_DEBUG", "1")
+    app = create_app({"SERVE_MODEL": str(model_dir)})
     assert app.debug is False
+    predictor = app.extensions["predictor"]
+    monkeypatch.setattr(predictor, "predict", lambda images: (_ for _ in ()).throw(RuntimeError("secret detail")))
+    answer = app.test_client().post("/predict", data=upload((encode(picture()), "a.png")),
+                                    content_type="multipart/form-data")
+    assert answer.status_code == 500
+    assert answer.get_json() == {"error": "internal error; the server log has the details."}
+    assert b"secret detail" not in answer.data and b"Traceback" not in answer.data
 
 
 def test_the_development_server_binds_loopback_by_default():
-    from lifecycle.serving.__main__ import parse_args
+    from serving.__main__ import parse_args
 
     assert parse_args([]).host == "127.0.0.1"
 
 
 def test_the_development_command_reports_a_missing_model_in_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "lifecycle.serving", "--model", str(tmp_path / "none")],
+    result = subprocess.run([sys.executable, "-m", "serving", "--model", str(tmp_path / "none")],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
@@ -390,7 +401,7 @@ def gunicorn_server(model_dir):
     port = free_port()
     env = dict(os.environ, SERVE_MODEL=str(model_dir), SERVE_MAX_UPLOAD_BYTES="100000", SERVE_TORCH_THREADS="1")
     gunicorn = [sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "--no-control-socket",
-                "lifecycle.serving:create_app()"]
+                "serving:create_app()"]
     process = subprocess.Popen(gunicorn, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(f"http://127.0.0.1:{port}/health", process)
@@ -416,7 +427,7 @@ def test_the_service_under_gunicorn(gunicorn_server, model_dir):
 def test_gunicorn_without_a_model_stops_with_the_reason(tmp_path):
     env = dict(os.environ, SERVE_MODEL=str(tmp_path / "none"))
     result = subprocess.run([sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{free_port()}",
-                             "--no-control-socket", "lifecycle.serving:create_app()"],
+                             "--no-control-socket", "serving:create_app()"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "has no model.json and model.pt" in result.stderr and "Worker failed to boot" in result.stderr

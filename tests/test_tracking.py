@@ -1,4 +1,4 @@
-"""The MLflow mirror (lifecycle/tracking.py, stages/mirror.py), proven with real parts.
+"""The MLflow mirror (tracking/, stages/mirror.py), proven with real parts.
 
 Runs are read back through ``MlflowClient`` and compared, value by value, with params.yaml
 and the files under metrics/ -- using this file's own flattening, not the module's. The slow
@@ -24,9 +24,8 @@ import requests
 import torch
 import yaml
 
-from lifecycle import tracking
-from lifecycle.images import to_model_input
-from lifecycle.models import ModelSpec, SeedCNN, load_model, save_model
+from lifecycle.models import ModelSpec, SeedCNN, load_model, save_model, to_model_input
+from tracking import mirror, provenance, sink, snapshot, spool
 
 from .conftest import ROOT, env_with_venv
 
@@ -74,7 +73,7 @@ def expected_metrics(root: Path) -> tuple[dict[str, float], dict[str, list[tuple
     return scalars, curves
 
 
-def runs_of(client, experiment=tracking.EXPERIMENT):
+def runs_of(client, experiment=sink.EXPERIMENT):
     found = client.get_experiment_by_name(experiment)
     return client.search_runs([found.experiment_id]) if found else []
 
@@ -111,12 +110,12 @@ def assert_run_matches_files(client, run_id: str, root: Path, tmp_path: Path) ->
 def assert_registered_model(client, run_id: str, folder: Path, tmp_path: Path) -> None:
     import mlflow
 
-    versions = client.search_model_versions(f"name = '{tracking.REGISTERED_MODEL}' and run_id = '{run_id}'")
+    versions = client.search_model_versions(f"name = '{sink.REGISTERED_MODEL}' and run_id = '{run_id}'")
     assert len(versions) == 1
-    model_uri = f"models:/{tracking.REGISTERED_MODEL}/{versions[0].version}"
+    model_uri = f"models:/{sink.REGISTERED_MODEL}/{versions[0].version}"
     destination = tmp_path / f"model-{run_id}-{time.monotonic_ns()}"
     destination.mkdir()
-    with tracking.global_store(client.tracking_uri):
+    with sink.global_store(client.tracking_uri):
         local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(destination)))
     spec = json.loads((folder / "model.json").read_text())
     assert (local / "extra_files" / "model.json").read_bytes() == (folder / "model.json").read_bytes()
@@ -131,7 +130,7 @@ def assert_registered_model(client, run_id: str, folder: Path, tmp_path: Path) -
 
     pyfunc = mlflow.pyfunc.load_model(str(local))
     model, _ = load_model(folder)
-    batch = tracking.example_input(size, tuple(spec["mean"]), tuple(spec["std"]))
+    batch = sink.example_input(size, tuple(spec["mean"]), tuple(spec["std"]))
     batch = np.concatenate([batch, batch[:1] * 0.5, batch[:1] - 0.3]).astype(np.float32)  # 4 images: any batch size
     with torch.no_grad():
         expected = model(torch.from_numpy(batch)).numpy()
@@ -270,36 +269,36 @@ def test_real_root_of_a_dvc_temporary_copy(tmp_path: Path):
     repo = tmp_path / "repo"
     copy = repo / ".dvc" / "tmp" / "exps" / "standalone" / "tmpab12cd"
     (copy / ".dvc").mkdir(parents=True)
-    assert tracking.real_root(repo, environ={}) == repo
-    assert tracking.real_root(copy, environ={}) == repo                      # from the layout alone
-    assert tracking.real_root(copy, environ={"DVC_ROOT": str(repo)}) == repo  # what DVC says
+    assert provenance.real_root(repo, environ={}) == repo
+    assert provenance.real_root(copy, environ={}) == repo                      # from the layout alone
+    assert provenance.real_root(copy, environ={"DVC_ROOT": str(repo)}) == repo  # what DVC says
     other = tmp_path / "other"
     (other / ".dvc").mkdir(parents=True)
-    assert tracking.real_root(repo, environ={"DVC_ROOT": str(other)}) == repo  # a stray DVC_ROOT is ignored
-    assert tracking.tracking_uri(copy, environ={}) == f"sqlite:///{repo}/mlflow.db"
-    assert tracking.spool_dir(copy, environ={}) == repo / ".mlflow-spool"
-    assert tracking.tracking_uri(copy, environ={"MLFLOW_TRACKING_URI": "http://team:5000"}) == "http://team:5000"
-    assert tracking.local_artifact_location(f"sqlite:///{repo}/mlflow.db") == (repo / "mlartifacts").as_uri()
+    assert provenance.real_root(repo, environ={"DVC_ROOT": str(other)}) == repo  # a stray DVC_ROOT is ignored
+    assert sink.tracking_uri(copy, environ={}) == f"sqlite:///{repo}/mlflow.db"
+    assert spool.spool_dir(copy, environ={}) == repo / ".mlflow-spool"
+    assert sink.tracking_uri(copy, environ={"MLFLOW_TRACKING_URI": "http://team:5000"}) == "http://team:5000"
+    assert sink.local_artifact_location(f"sqlite:///{repo}/mlflow.db") == (repo / "mlartifacts").as_uri()
 
 
 def test_real_root_of_this_repository_is_its_folder():
-    assert tracking.real_root(environ={}) == ROOT
-    assert tracking.tracking_uri(environ={}) == f"sqlite:///{ROOT}/mlflow.db"
+    assert provenance.real_root(environ={}) == ROOT
+    assert sink.tracking_uri(environ={}) == f"sqlite:///{ROOT}/mlflow.db"
 
 
 def test_names_of_params_and_metrics():
-    assert tracking.flatten_params({"seed": 1, "train": {"lr": 0.1, "channels": [8], "opt": {}}, "path": None}) == {
+    assert snapshot.flatten_params({"seed": 1, "train": {"lr": 0.1, "channels": [8], "opt": {}}, "path": None}) == {
         "seed": "1", "train.lr": "0.1", "train.channels": "[8]", "train.opt": "{}", "path": "null",
     }
     document = {"test": {"accuracy": 0.5, "ok": True}, "name": "x", "losses": [3, 2],
                 "history": [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25}]}
-    assert tracking.document_metrics(document, "evaluate/train") == {
+    assert snapshot.document_metrics(document, "evaluate/train") == {
         "evaluate/train/test.accuracy": [(0, 0.5)],
         "evaluate/train/test.ok": [(0, 1.0)],
         "evaluate/train/losses": [(0, 3.0), (1, 2.0)],
         "evaluate/train/history.loss": [(1, 0.5), (2, 0.25)],
     }
-    assert tracking.mlflow_key("evaluate@train/a+b//../c") == "evaluate_train/a_b/_/c"
+    assert snapshot.mlflow_key("evaluate@train/a+b//../c") == "evaluate_train/a_b/_/c"
 
 
 def test_dvclive_curves_are_stepped_metrics(tmp_path: Path):
@@ -310,7 +309,7 @@ def test_dvclive_curves_are_stepped_metrics(tmp_path: Path):
     table.parent.mkdir(parents=True)
     table.write_text("epoch,loss,accuracy\n1,0.9,0.6\n2,0.7,0.8\n")
     files = ["metrics/train/plots/metrics/val/loss.tsv", "metrics/tune/history.csv"]
-    assert tracking.read_metrics(tmp_path, files) == {
+    assert snapshot.read_metrics(tmp_path, files) == {
         "train/val/loss": [(0, 1.0), (1, 0.5)],
         "tune/history/loss": [(1, 0.9), (2, 0.7)],
         "tune/history/accuracy": [(1, 0.6), (2, 0.8)],
@@ -321,9 +320,9 @@ def test_dvclive_curves_are_stepped_metrics(tmp_path: Path):
 
 
 def test_mirror_into_the_default_sqlite_store_holds_what_the_files_say(workspace: Path, tmp_path: Path):
-    environment = dict(os.environ)
-    report = tracking.mirror_workspace(workspace, environ={})
-    assert dict(os.environ) == environment                                 # no MLFLOW_* left behind
+    environment = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    report = mirror.mirror_workspace(workspace, environ={})
+    assert {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")} == environment  # none left behind
     assert report.kept == [] and len(report.sent) == 1
     assert (workspace / "mlartifacts").is_dir() and not (workspace / "mlruns").exists()
     assert list((workspace / ".mlflow-spool").iterdir()) == [workspace / ".mlflow-spool" / ".lock"]
@@ -336,50 +335,50 @@ def test_mirror_into_the_default_sqlite_store_holds_what_the_files_say(workspace
 
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workspace, capture_output=True, text=True).stdout.strip()
     tags = run.data.tags
-    assert tags[tracking.TAG_COMMIT] == head and tags["mlflow.source.git.commit"] == head
-    assert tags[tracking.TAG_BRANCH] == "main" and tags[tracking.TAG_DIRTY] == "false"
-    assert tags[tracking.TAG_STATE] == tracking.pipeline_state(workspace)
+    assert tags[provenance.TAG_COMMIT] == head and tags["mlflow.source.git.commit"] == head
+    assert tags[provenance.TAG_BRANCH] == "main" and tags[provenance.TAG_DIRTY] == "false"
+    assert tags[provenance.TAG_STATE] == snapshot.pipeline_state(workspace)
     assert run.info.run_name == f"main@{head[:7]}"
-    version = client.get_model_version_by_alias(tracking.REGISTERED_MODEL, tracking.ALIAS)
+    version = client.get_model_version_by_alias(sink.REGISTERED_MODEL, sink.ALIAS)
     assert version.run_id == run.info.run_id
 
 
 def test_the_same_state_mirrored_again_updates_its_run(workspace: Path, tmp_path: Path):
     environ = {"DVC_EXP_NAME": "bold-lr"}
-    tracking.mirror_workspace(workspace, environ=environ)
+    mirror.mirror_workspace(workspace, environ=environ)
     client = client_for(f"sqlite:///{workspace}/mlflow.db")
     [first] = runs_of(client)
     (workspace / "README.md").write_text("notes\n")                      # a commit that changes no mirrored file
     subprocess.run(["git", "add", "README.md"], cwd=workspace, check=True)
     subprocess.run(["git", "commit", "-qm", "notes"], cwd=workspace, check=True)
-    again = tracking.mirror_workspace(workspace, environ={})   # committed since, and no DVC_EXP_NAME now
+    again = mirror.mirror_workspace(workspace, environ={})   # committed since, and no DVC_EXP_NAME now
     assert again.kept == []
 
     [run] = runs_of(client)
     assert run.info.run_id == first.info.run_id
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workspace, capture_output=True, text=True).stdout.strip()
-    assert run.data.tags[tracking.TAG_COMMIT] == head                      # updated
-    assert run.data.tags[tracking.TAG_EXP_NAME] == "bold-lr" == run.info.run_name  # never erased
+    assert run.data.tags[provenance.TAG_COMMIT] == head                      # updated
+    assert run.data.tags[provenance.TAG_EXP_NAME] == "bold-lr" == run.info.run_name  # never erased
     assert_run_matches_files(client, run.info.run_id, workspace, tmp_path)  # no metric point twice
-    experiment = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    experiment = client.get_experiment_by_name(sink.EXPERIMENT).experiment_id
     assert len(client.search_logged_models([experiment])) == 1
-    assert len(client.search_model_versions(f"name = '{tracking.REGISTERED_MODEL}'")) == 1
+    assert len(client.search_model_versions(f"name = '{sink.REGISTERED_MODEL}'")) == 1
 
     write_model_state(workspace, lr=0.02, seed=1)                          # a new state: a new run
-    tracking.mirror_workspace(workspace, environ={})
+    mirror.mirror_workspace(workspace, environ={})
     runs = runs_of(client)
     assert len(runs) == 2
     newest = next(r for r in runs if r.info.run_id != first.info.run_id)
     assert_run_matches_files(client, newest.info.run_id, workspace, tmp_path)
-    assert client.get_model_version_by_alias(tracking.REGISTERED_MODEL, tracking.ALIAS).run_id == newest.info.run_id
+    assert client.get_model_version_by_alias(sink.REGISTERED_MODEL, sink.ALIAS).run_id == newest.info.run_id
 
 
 def test_an_unreadable_metrics_file_never_fails_the_mirror(workspace: Path):
     (workspace / "metrics/broken.json").write_text("{not json")
-    report = tracking.mirror_workspace(workspace, environ={})
+    report = mirror.mirror_workspace(workspace, environ={})
     assert report.sent == [] and len(report.kept) == 1
     assert "JSONDecodeError" in report.warning()
-    assert len(tracking.spool_entries(workspace / ".mlflow-spool")) == 1   # kept, to be sent once fixed
+    assert len(spool.spool_entries(workspace / ".mlflow-spool")) == 1   # kept, to be sent once fixed
 
 
 def test_a_server_that_is_down_leaves_the_state_in_the_spool_with_one_warning(repo_copy, tmp_path: Path, monkeypatch):
@@ -391,7 +390,7 @@ def test_a_server_that_is_down_leaves_the_state_in_the_spool_with_one_warning(re
     warnings = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(warnings) == 1 and warnings[0].startswith("warning: could not mirror 1 pipeline run(s)"), result.stderr
     assert "connection refused" in warnings[0] and "python -m stages.mirror --flush" in warnings[0]
-    [entry] = tracking.spool_entries(repo.path / ".mlflow-spool")
+    [entry] = spool.spool_entries(repo.path / ".mlflow-spool")
     assert (entry.files / "models/best/model.pt").read_bytes() == (repo.path / "models/best/model.pt").read_bytes()
     flush = repo.run(sys.executable, "-m", "stages.mirror", "--flush", check=False, timeout=300)
     assert flush.returncode == 1 and "warning: could not mirror 1" in flush.stderr
@@ -404,7 +403,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lifecycle.params import read_params_file
+from lifecycle.core.params import read_params_file
 from tests.test_tracking import write_model_state
 
 params = read_params_file()
@@ -420,7 +419,7 @@ def add_model_stub(repo) -> None:
     stages = pipeline["stages"]
     for name in ("pretrain", "train", "finetune", "frozen_features", "transfer", "tune", "evaluate", "select", "predict"):
         stages.pop(name, None)
-    mirror = stages.pop("mirror")
+    mirror_stage = stages.pop("mirror")
     stages["model_stub"] = {
         "cmd": "python -m stages.model_stub",
         "deps": ["stages/model_stub.py", "data/processed/train_balanced.npz"],
@@ -428,8 +427,8 @@ def add_model_stub(repo) -> None:
         "outs": ["models/best", {"plots/confusion.svg": {"cache": False}}, {"metrics/select": {"cache": False}}],
         "metrics": [{"metrics/select.json": {"cache": False}}],
     }
-    mirror["deps"] += [dep for dep in ("plots", "models/best") if dep not in mirror["deps"]]
-    stages["mirror"] = mirror
+    mirror_stage["deps"] += [dep for dep in ("plots", "models/best") if dep not in mirror_stage["deps"]]
+    stages["mirror"] = mirror_stage
     (repo.path / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     repo.commit("model stub")
 
@@ -450,24 +449,24 @@ def test_pipeline_with_the_server_down_spools_and_flush_sends_exactly_the_files(
     repo.set_params({"lr": 0.02})
     result = repo.dvc("repro")                                           # succeeds, with one warning
     assert "warning: could not mirror 1 pipeline run(s) to MLflow" in result.stderr
-    assert len(tracking.spool_entries(repo.path / ".mlflow-spool")) == 1
+    assert len(spool.spool_entries(repo.path / ".mlflow-spool")) == 1
 
     mlflow_server.start()
     flush = repo.run(sys.executable, "-m", "stages.mirror", "--flush", timeout=600)
     assert "warning" not in flush.stderr
-    assert tracking.spool_entries(repo.path / ".mlflow-spool") == []
+    assert spool.spool_entries(repo.path / ".mlflow-spool") == []
     runs = runs_of(client)
     assert len(runs) == 2
     second = next(r for r in runs if r.info.run_id != first.info.run_id)
     assert_run_matches_files(client, second.info.run_id, repo.path, tmp_path)
-    assert client.get_model_version_by_alias(tracking.REGISTERED_MODEL, tracking.ALIAS).run_id == second.info.run_id
+    assert client.get_model_version_by_alias(sink.REGISTERED_MODEL, sink.ALIAS).run_id == second.info.run_id
 
     repo.commit("lr 0.02")                                                # backfill: the same state, the same run
     repo.run(sys.executable, "-m", "stages.mirror", "--rev", "HEAD", timeout=600)
     assert len(runs_of(client)) == 2
     head = repo.run("git", "rev-parse", "HEAD").stdout.strip()
     updated = client.get_run(second.info.run_id)
-    assert updated.data.tags[tracking.TAG_COMMIT] == head and updated.data.tags[tracking.TAG_DIRTY] == "false"
+    assert updated.data.tags[provenance.TAG_COMMIT] == head and updated.data.tags[provenance.TAG_DIRTY] == "false"
     assert_run_matches_files(client, second.info.run_id, repo.path, tmp_path)
 
 
@@ -497,34 +496,34 @@ def test_temp_and_queued_experiments_mirror_into_the_real_root(repo_copy, tmp_pa
     wait_for_queue(repo)
 
     client = client_for(f"sqlite:///{repo.path}/mlflow.db")               # the real root's default store
-    runs = {run.data.tags.get(tracking.TAG_EXP_NAME, ""): run for run in runs_of(client)}
+    runs = {run.data.tags.get(provenance.TAG_EXP_NAME, ""): run for run in runs_of(client)}
     assert set(runs) == {"", "temp-exp", "queued-exp"}
     assert not list((repo.path / ".dvc/tmp").rglob("mlflow.db"))
     for name, lr in (("temp-exp", 0.05), ("queued-exp", 0.07)):
         run = runs[name]
         assert run.data.params["lr"] == str(lr)
-        assert run.data.tags[tracking.TAG_COMMIT] == baseline == run.data.tags[tracking.TAG_BASELINE]
-        assert run.data.tags[tracking.TAG_DIRTY] == "true"               # its params are not the commit's
+        assert run.data.tags[provenance.TAG_COMMIT] == baseline == run.data.tags[provenance.TAG_BASELINE]
+        assert run.data.tags[provenance.TAG_DIRTY] == "true"               # its params are not the commit's
         assert run.data.metrics["select/test.accuracy"] == pytest.approx(0.5 + lr, abs=1e-12)
 
     repo.run(sys.executable, "-m", "stages.mirror", "--all-experiments", timeout=600)  # backfill: same runs
-    after = {run.data.tags.get(tracking.TAG_EXP_NAME, ""): run for run in runs_of(client)}
+    after = {run.data.tags.get(provenance.TAG_EXP_NAME, ""): run for run in runs_of(client)}
     assert len(runs_of(client)) == 3
     exp_ref = f"refs/exps/{baseline[:2]}/{baseline[2:]}/temp-exp"
     exp_commit = repo.run("git", "rev-parse", exp_ref).stdout.strip()
     assert after["temp-exp"].info.run_id == runs["temp-exp"].info.run_id
-    assert after["temp-exp"].data.tags[tracking.TAG_COMMIT] == exp_commit
-    assert after["temp-exp"].data.tags[tracking.TAG_DIRTY] == "false"
+    assert after["temp-exp"].data.tags[provenance.TAG_COMMIT] == exp_commit
+    assert after["temp-exp"].data.tags[provenance.TAG_DIRTY] == "false"
 
 
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_like_the_model_in_process(workspace: Path, tmp_path: Path):
-    report = tracking.mirror_workspace(workspace, environ={})
+    report = mirror.mirror_workspace(workspace, environ={})
     assert report.kept == [], report.warning()
     port = free_port()
     log = tmp_path / "serve.log"
     env = {**env_with_venv(), "MLFLOW_TRACKING_URI": f"sqlite:///{workspace}/mlflow.db", "PYTHONUNBUFFERED": "1"}
-    command = [MLFLOW, "models", "serve", "-m", f"models:/{tracking.REGISTERED_MODEL}@{tracking.ALIAS}",
+    command = [MLFLOW, "models", "serve", "-m", f"models:/{sink.REGISTERED_MODEL}@{sink.ALIAS}",
                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
     with open(log, "wb") as handle:
         process = subprocess.Popen(

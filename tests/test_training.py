@@ -13,20 +13,19 @@ import pytest
 import torch
 from torch import nn
 
-from lifecycle.augmentation import AugmentParams
+from lifecycle.augmentation import Augmenting
 from lifecycle.backbones import finetune_groups
+from lifecycle.core.schema import AugmentParams
 from lifecycle.models import ModelSpec, build_model, save_model
-from lifecycle.training import (
-    Augmenting,
-    EpochLog,
+from lifecycle.training.log import EpochLog
+from lifecycle.training.loop import (
     FitConfig,
     Samples,
     _SampleSet,
     fit,
-    image_preparer,
     predict_logits,
-    seed_everything,
 )
+from lifecycle.training.runtime import Cluster, seed_everything
 from tests.conftest import ROOT, env_with_venv
 from tests.distributed_fit import separable_images
 
@@ -52,20 +51,31 @@ def test_loss_goes_down_and_the_model_learns(separable):
     assert result.best.val_accuracy >= 0.9
 
 
-def test_the_model_ends_with_its_best_epoch(separable):
-    train, val = separable
-    seed_everything(0)
-    model = tiny_cnn()
-    # A learning rate high enough to make later epochs worse than the best one sometimes.
-    result = fit(model, train, val, FitConfig(epochs=6, batch_size=8, lr=0.3, seed=3))
-    best = max(result.history, key=lambda r: (r.val_accuracy, -r.val_loss))
-    assert result.best_epoch == best.epoch
-    logits = predict_logits(model, val.inputs, image_preparer())
-    accuracy = float((logits.argmax(1) == val.labels).float().mean())
-    loss = float(nn.functional.cross_entropy(logits, val.labels))
-    assert accuracy == pytest.approx(best.val_accuracy)
-    assert loss == pytest.approx(best.val_loss, rel=1e-5)
-    assert result.summary()["val"]["accuracy"] == best.val_accuracy
+def test_a_later_worse_epoch_gives_way_to_the_earlier_best_weights():
+    """Validation labels are the opposite of training labels, and the head starts out right
+    about validation: every epoch of training makes validation worse, so the first epoch is
+    the best, and the model must end with its weights, not the last epoch's."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 96)
+    features = torch.from_numpy((rng.normal(scale=0.3, size=(96, 2)) + (labels[:, None] * 2.0 - 1.0)).astype("float32"))
+    train = Samples(features[:64], torch.from_numpy(labels[:64]))
+    val = Samples(features[64:], torch.from_numpy(1 - labels[64:]))  # flipped
+    head = nn.Linear(2, 2)
+    with torch.no_grad():  # right about validation at the start: class 1 for negative x
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
+        head.bias.zero_()
+    snapshots = []
+    result = fit(head, train, val, FitConfig(epochs=8, batch_size=16, lr=0.05, seed=0), prepare=lambda batch: batch,
+                 on_epoch=lambda record: snapshots.append({k: v.clone() for k, v in head.state_dict().items()}))
+    history = {record.epoch: record for record in result.history}
+    assert result.best_epoch == 1
+    assert history[8].val_accuracy < history[1].val_accuracy  # a later epoch really is worse
+    assert not torch.equal(snapshots[-1]["weight"], snapshots[0]["weight"])
+    for name, value in head.state_dict().items():  # ... and the earlier weights came back
+        assert torch.equal(value, snapshots[0][name]), name
+    logits = predict_logits(head, val.inputs, lambda batch: batch)
+    assert float((logits.argmax(1) == val.labels).float().mean()) == pytest.approx(history[1].val_accuracy)
+    assert result.summary()["val"]["accuracy"] == history[1].val_accuracy
 
 
 def _train_and_save(train: Samples, val: Samples, folder: Path, workers: int) -> bytes:
@@ -132,9 +142,15 @@ def test_features_train_without_image_preparation():
 def test_epoch_log_writes_dvclive_curves_and_the_kept_epoch_without_dvc_yaml(separable, tmp_path):
     train, val = separable
     seed_everything(0)
+    (tmp_path / "live").mkdir()
+    (tmp_path / "live" / "metrics.json").write_text("the committed summary\n")
     log = EpochLog(tmp_path / "live")
-    result = fit(tiny_cnn(), train, val, FitConfig(epochs=3, batch_size=16, lr=0.01, seed=0), log=log)
+    result = fit(tiny_cnn(), train, val, FitConfig(epochs=3, batch_size=16, lr=0.01, seed=0), on_epoch=log.log)
+    # until the run ends, the committed folder is untouched: DVCLive writes beside it
+    assert (tmp_path / "live" / "metrics.json").read_text() == "the committed summary\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name != "live"] == [log.staging.name]
     log.close(result.summary())
+    assert [p.name for p in tmp_path.iterdir()] == ["live"]
     summary = json.loads((tmp_path / "live" / "metrics.json").read_text())
     assert summary["best_epoch"] == result.best_epoch
     assert summary["val"]["accuracy"] == pytest.approx(result.best.val_accuracy)
@@ -146,6 +162,17 @@ def test_epoch_log_writes_dvclive_curves_and_the_kept_epoch_without_dvc_yaml(sep
             assert (tmp_path / "live" / "plots" / "metrics" / split / f"{metric}.tsv").is_file()
     assert not list(tmp_path.rglob("dvc.yaml"))
     assert not (tmp_path / "live" / "report.html").exists()
+
+
+def test_a_failed_run_leaves_the_committed_curves_as_they_were(separable, tmp_path):
+    (tmp_path / "live").mkdir()
+    (tmp_path / "live" / "metrics.json").write_text("the committed summary\n")
+    log = EpochLog(tmp_path / "live")
+    train, val = separable
+    fit(tiny_cnn(), train, val, FitConfig(epochs=1, batch_size=16, lr=0.01, seed=0), on_epoch=log.log)
+    log.discard()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["live", "metrics.json"]
+    assert (tmp_path / "live" / "metrics.json").read_text() == "the committed summary\n"
 
 
 def test_two_cpu_processes_under_torchrun_agree_and_only_rank_0_writes(tmp_path):
@@ -174,8 +201,6 @@ def test_two_cpu_processes_under_torchrun_agree_and_only_rank_0_writes(tmp_path)
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("architecture", ["seed_cnn", "resnet18", "vgg16"])
 def test_on_cuda_the_same_loop_is_deterministic(architecture, tmp_path):
-    from lifecycle.training import Cluster
-
     images, labels = separable_images(48, seed=2, size=32)
     train, val = Samples.from_images(images[:32], labels[:32]), Samples.from_images(images[32:], labels[32:])
     spec = ModelSpec(architecture, ["cat", "dog"], 32, arguments={"channels": [8, 16]} if architecture == "seed_cnn" else {})

@@ -1,19 +1,19 @@
-"""Development server: ``python -m lifecycle.serving [--host 127.0.0.1] [--port 5000] [--model PATH|URI]``.
+"""Development server: ``python -m serving [--host 127.0.0.1] [--port 5000] [--model PATH|URI]``.
 
 Werkzeug's server, threaded, never in debug mode (its debugger runs arbitrary code for
 whoever can reach it). Production runs the same app under gunicorn:
-``gunicorn -w 2 -b 127.0.0.1:8000 'lifecycle.serving:create_app()'``.
+``gunicorn -w 2 -b 127.0.0.1:8000 'serving:create_app()'``.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from lifecycle.errors import run_stage
+from lifecycle.core.errors import run_stage
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m lifecycle.serving", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     parser.add_argument("--model", default=None,
@@ -22,7 +22,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from lifecycle.serving import create_app
+    from serving import create_app
 
     args = parse_args(argv)
     app = create_app({"SERVE_MODEL": args.model} if args.model else None)

@@ -1,8 +1,8 @@
 """Atomic, deterministic writers and their readers.
 
-Every output is written to a temporary file beside its destination and moved into place
-with ``os.replace``, so an interrupted stage never leaves a half-written file for DVC to
-cache. Writers are byte-deterministic (sorted JSON keys, fixed zip timestamps) so that the
+Every output is written to a temporary file or folder beside its destination and moved
+into place with ``os.replace``, so an interrupted stage never leaves a half-written file for
+DVC to cache or for git to see. Writers are byte-deterministic (sorted JSON keys, fixed zip timestamps) so that the
 same inputs give the same hashes in ``dvc.lock``.
 """
 from __future__ import annotations
@@ -21,10 +21,35 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lifecycle.errors import UserError
-from lifecycle.paths import relative
+from lifecycle.core.errors import UserError
+from lifecycle.core.paths import relative
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+# Temporary names: ``.<name>.<random>.tmp`` (files) and ``.<name>.<random>.tmpdir`` (folders),
+# beside their destination. .gitignore and .dvcignore ignore both patterns, so a stage killed
+# mid-write leaves git status clean and nothing DVC would hash into an output; the next
+# write of the same destination removes what a killed run left.
+TEMP_FILE_SUFFIX = ".tmp"
+TEMP_DIR_SUFFIX = ".tmpdir"
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporary files and folders an interrupted write of ``path`` left beside it."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    for suffix in (TEMP_FILE_SUFFIX, TEMP_DIR_SUFFIX):
+        for stale in path.parent.glob(f".{glob_escape(path.name)}.*{suffix}"):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 @contextlib.contextmanager
@@ -32,7 +57,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_FILE_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -43,25 +69,36 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def staging_dir(path: Path) -> Path:
+    """A fresh temporary folder beside the folder ``path``, for :func:`promote_dir` to move into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TEMP_DIR_SUFFIX, dir=path.parent))
+
+
+def promote_dir(staging: Path, path: Path) -> None:
+    """Replace the folder ``path`` with ``staging`` (two renames; the old folder is then removed)."""
+    path = Path(path)
+    os.chmod(staging, 0o755)
+    if path.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TEMP_DIR_SUFFIX, dir=path.parent))
+        os.replace(path, old / path.name)
+        os.replace(staging, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, path)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a fresh temporary folder that replaces the folder ``path`` on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    staging = staging_dir(path)
     try:
-        yield tmp
-        os.chmod(tmp, 0o755)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        yield staging
+        promote_dir(staging, path)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_bytes_atomic(data: bytes, path: Path) -> None:

@@ -1,29 +1,23 @@
 """The one training loop: train, pretrain, finetune and transfer all call :func:`fit`.
 
-In: a model, training and validation samples (uint8 images, or precomputed features),
-a :class:`FitConfig`. Out: the model holding the weights of its best epoch by validation
-accuracy (ties: lower validation loss), and a :class:`FitResult` with the per-epoch
-history. Adam and cross-entropy by default; per-parameter-group learning rates for
-fine-tuning; a per-sample transform (the ``augment`` pipeline, the rotation pretext)
-applied on the fly to uint8 images before :func:`lifecycle.images.to_model_input`.
+In: a model, training and validation :class:`Samples` (uint8 images, or precomputed
+features), a :class:`FitConfig`. Out: the model holding the weights of its best epoch by
+validation accuracy (ties: lower validation loss), and a :class:`FitResult` with the
+per-epoch history. Adam and cross-entropy by default; per-parameter-group learning rates
+for fine-tuning; a per-sample transform (the ``augment`` pipeline, the rotation pretext)
+applied on the fly to uint8 images before :func:`lifecycle.models.to_model_input`.
 
-Deterministic: :func:`seed_everything` turns on ``torch.use_deterministic_algorithms``;
-batch order comes from a seeded ``DistributedSampler`` and each sample's random transform
-from its own seed ``(seed, epoch, index)``, so results do not depend on how many loader
-workers run. CUDA when available, else CPU. Under ``torchrun`` the same loop runs one
-process per device with DistributedDataParallel (nccl on CUDA, gloo on CPU); every process
-validates (so all keep the same best epoch), only rank 0 shows progress, logs (DVCLive)
-and writes.
+Deterministic: batch order comes from a seeded ``DistributedSampler`` and each sample's
+random transform from its own seed ``(seed, epoch, index)`` (:func:`runtime.sample_seed`),
+so results do not depend on how many loader workers run. Under ``torchrun`` every process
+validates (so all keep the same best epoch); only rank 0 shows progress and logs.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import os
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,143 +26,12 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from lifecycle.augmentation import AugmentParams, build_augmentation
-from lifecycle.images import IMAGENET_MEAN, IMAGENET_STD, to_model_input
-from lifecycle.models import torchvision_classifiers
-from lifecycle.params import require
-from lifecycle.progress import progress
-
-# cuBLAS needs this before its first call to be deterministic (harmless on CPU).
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+from lifecycle.core.images import IMAGENET_MEAN, IMAGENET_STD
+from lifecycle.core.progress import progress
+from lifecycle.models import to_model_input
+from lifecycle.training.runtime import Cluster, sample_seed
 
 SampleTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-
-# ----------------------------------------------------------------------------- params
-
-
-@dataclasses.dataclass(frozen=True)
-class ExperimentParams:
-    """The top-level knobs of ``train`` that experiments sweep (``dvc exp run -S lr=0.01``)."""
-
-    lr: float = 0.001       # Adam's learning rate (the seed's 0.001)
-    epochs: int = 15        # passes over the training split; the best epoch by validation accuracy is kept
-    batch_size: int = 32    # images per optimisation step (the seed's 32)
-
-    def __post_init__(self) -> None:
-        check_loop_params(self.lr, "lr", self.epochs, "epochs", self.batch_size, "batch_size")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainParams:
-    """params.yaml ``train``: the model trained from scratch by the ``train`` stage."""
-
-    architecture: str = "seed_cnn"                  # seed_cnn, or any torchvision.models classifier (from scratch)
-    channels: tuple[int, ...] = (16, 32, 64)        # seed_cnn's conv blocks; [32] is the seed's single block
-    weight_decay: float = 0.0                       # Adam's L2 penalty
-    augment: bool = True                            # apply params augment.* on the fly
-
-    def __post_init__(self) -> None:
-        check_architecture(self.architecture, allow_seed_cnn=True)
-        require(len(self.channels) >= 1 and all(c >= 1 for c in self.channels), "channels",
-                "must list at least one positive number of channels")
-        require(self.weight_decay >= 0, "weight_decay", f"must be 0 or more, got {self.weight_decay}")
-
-
-def check_loop_params(lr: float, lr_key: str, epochs: int, epochs_key: str, batch_size: int, batch_key: str) -> None:
-    """Range checks every training section shares (for a schema's ``__post_init__``)."""
-    require(lr > 0, lr_key, f"must be greater than 0, got {lr}")
-    require(lr < 10, lr_key, f"must be below 10 (a learning rate, not a percentage), got {lr}")
-    require(epochs >= 1, epochs_key, f"must be at least 1, got {epochs}")
-    require(batch_size >= 1, batch_key, f"must be at least 1, got {batch_size}")
-
-
-def check_architecture(name: str, allow_seed_cnn: bool, field: str = "architecture") -> None:
-    known = torchvision_classifiers()
-    examples = "seed_cnn or " if allow_seed_cnn else ""
-    require(
-        (allow_seed_cnn and name == "seed_cnn") or name in known,
-        field,
-        f"is '{name}', which is not {examples}a torchvision.models classifier (for example resnet18, vgg16, "
-        f"mobilenet_v3_small)",
-    )
-
-
-class Augmenting:
-    """The per-sample transform of supervised training: the ``augment`` pipeline on uint8 images."""
-
-    def __init__(self, params: AugmentParams, image_size: int) -> None:
-        self.transform = build_augmentation(params, image_size)
-
-    def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(image), label
-
-
-def augmentation_info(params: AugmentParams) -> dict[str, float]:
-    """The augment.* keys training reads (not the preview's), as recorded in a model's sidecar."""
-    return {k: v for k, v in dataclasses.asdict(params).items() if not k.startswith("preview_")}
-
-
-# ----------------------------------------------------------------------------- devices
-
-
-@dataclasses.dataclass(frozen=True)
-class Cluster:
-    """Where this process runs: its rank among ``world_size`` processes and its device."""
-
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-@contextlib.contextmanager
-def distributed() -> Iterator[Cluster]:
-    """The process group when started by ``torchrun`` (WORLD_SIZE > 1), else one process.
-
-    CUDA when available (one GPU per local rank, nccl), CPU otherwise (gloo).
-    """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        started = True
-    else:
-        started = False
-    try:
-        yield Cluster(rank=rank, world_size=world_size, device=device)
-    finally:
-        if started:
-            dist.destroy_process_group()
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch's generators and refuse non-deterministic kernels."""
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
-    if torch.backends.cudnn.is_available():
-        torch.backends.cudnn.benchmark = False
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The seed of one sample's random transform in one epoch (independent of batching)."""
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-# ----------------------------------------------------------------------------- data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,9 +104,6 @@ def features_preparer():
     return lambda batch: batch
 
 
-# ----------------------------------------------------------------------------- loop
-
-
 @dataclasses.dataclass(frozen=True)
 class FitConfig:
     epochs: int                 # passes over the training samples
@@ -285,47 +145,6 @@ class FitResult:
             "train": {"loss": best.train_loss, "accuracy": best.train_accuracy},
             "val": {"loss": best.val_loss, "accuracy": best.val_accuracy},
         }
-
-
-class EpochLog:
-    """Per-epoch metrics into a DVCLive folder (rank 0 only), drawn by ``dvc plots show``.
-
-    DVCLive writes ``<dir>/metrics.json`` (here: the kept epoch's metrics) and
-    ``<dir>/plots/metrics/{train,val}/{loss,accuracy}.tsv``. It is kept from touching git or
-    DVC: no experiment of its own, no dvc.yaml, no report, and it is not told that a
-    DVC pipeline runs it (inside ``dvc exp run`` it would otherwise ``git add`` files).
-    """
-
-    _DVC_VARIABLES = ("DVC_ROOT", "DVC_EXP_BASELINE_REV", "DVC_EXP_NAME")
-
-    def __init__(self, folder: Path, prefix: str = "") -> None:
-        from dvclive import Live
-
-        saved = {name: os.environ.pop(name) for name in self._DVC_VARIABLES if name in os.environ}
-        try:
-            self.live = Live(dir=str(folder), save_dvc_exp=False, dvcyaml=None, report=None, monitor_system=False)
-        finally:
-            os.environ.update(saved)
-        self.prefix = prefix
-        self.summary: dict[str, Any] = {}
-
-    def start(self, prefix: str) -> None:
-        """Begin a new series (one per backbone when a stage trains several)."""
-        self.prefix = prefix
-        self.live.step = 0
-
-    def log(self, record: EpochRecord) -> None:
-        self.live.step = record.epoch
-        for split in ("train", "val"):
-            for metric in ("loss", "accuracy"):
-                self.live.log_metric(f"{self.prefix}{split}/{metric}", getattr(record, f"{split}_{metric}"))
-        self.live.make_summary()
-
-    def close(self, summary: dict[str, Any]) -> None:
-        """Write ``summary`` (the kept epoch's metrics, not the last epoch's) as metrics.json."""
-        self.live.summary = dict(summary)
-        self.live.step = int(summary.get("best_epoch", 0))  # DVCLive adds "step": the kept epoch
-        self.live.make_summary()
 
 
 def _logits(output: Any) -> torch.Tensor:
@@ -376,7 +195,7 @@ def fit(
     transform: SampleTransform | None = None,
     param_groups: list[dict[str, Any]] | None = None,
     loss_fn: nn.Module | None = None,
-    log: EpochLog | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> FitResult:
     """Train ``model`` in place; it ends with the weights of its best validation epoch.
 
@@ -454,8 +273,8 @@ def fit(
         if improved:
             best_key = key
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        if log is not None:
-            log.log(record)
+        if on_epoch is not None:
+            on_epoch(record)
         if not cluster.is_main:
             continue
         print(

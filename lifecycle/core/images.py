@@ -1,8 +1,8 @@
 """The one image-decoding path: bytes or a file in, an RGB uint8 array of the model's size out.
 
 featurize (training data), serve (``/predict``) and predict (batch CSV) all call
-:func:`decode_image` and :func:`resize_to_array`, so a model sees the same pixels in
-production as in training: EXIF orientation applied, the first frame of an animation,
+:func:`load_array` (:func:`decode_image` then :func:`resize_to_array`), so a model sees the
+same pixels in production as in training: EXIF orientation applied, the first frame of an animation,
 every mode (grayscale, palette, RGBA, CMYK, 16-bit) made RGB, transparency composited on
 white, then one resize. The pixel count is checked from the header, before decoding, so a
 decompression bomb is refused without allocating it.
@@ -14,7 +14,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # ImageNet statistics: the convention every torchvision backbone was built for, recorded
@@ -81,23 +80,6 @@ def resize_to_array(image: Image.Image, size: int) -> np.ndarray:
 def load_array(source: bytes | Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """:func:`decode_image` then :func:`resize_to_array`: the whole path in one call."""
     return resize_to_array(decode_image(source, max_pixels=max_pixels), size)
-
-
-def to_model_input(
-    images: np.ndarray | torch.Tensor,
-    mean: tuple[float, ...] = IMAGENET_MEAN,
-    std: tuple[float, ...] = IMAGENET_STD,
-) -> torch.Tensor:
-    """uint8 images (N, H, W, 3) or (N, 3, H, W) to the normalised float batch a model takes."""
-    batch = torch.as_tensor(images)
-    if batch.ndim == 3:
-        batch = batch.unsqueeze(0)
-    if batch.shape[-1] == 3 and batch.shape[1] != 3:
-        batch = batch.permute(0, 3, 1, 2)
-    batch = batch.float().div_(255.0)
-    mean_t = torch.tensor(mean, dtype=batch.dtype, device=batch.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=batch.dtype, device=batch.device).view(1, -1, 1, 1)
-    return (batch - mean_t) / std_t
 
 
 def _open(source: bytes | Path) -> Image.Image:

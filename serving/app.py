@@ -8,8 +8,8 @@ and HTTP requests.  out: JSON answers and a small upload page.
     GET  /health    liveness, and which model is loaded
     GET  /metadata  model identity, classes, image size, normalisation, metrics, limits
 
-Production: ``gunicorn -w 2 -b 127.0.0.1:8000 'lifecycle.serving:create_app()'``.
-Development: ``python -m lifecycle.serving`` (127.0.0.1:5000, never debug mode).
+Production: ``gunicorn -w 2 -b 127.0.0.1:8000 'serving:create_app()'``.
+Development: ``python -m serving`` (127.0.0.1:5000, never debug mode).
 
 Bad input is the client's mistake and always gets a 4xx with a JSON ``error`` sentence that
 says what was wrong: 400 for a request without a usable ``image`` field or with too many
@@ -29,8 +29,8 @@ import torch
 from flask import Flask, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from lifecycle.errors import UserError
-from lifecycle.images import ImageDecodeError, ImageTooLargeError
+from lifecycle.core.errors import UserError
+from lifecycle.core.images import ImageDecodeError, ImageTooLargeError
 from lifecycle.inference import Predictor, load_predictor
 
 STATIC = Path(__file__).with_name("static")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PARAMS = ROOT / "params.yaml"
 
 DATA = ROOT / "data"
@@ -60,6 +60,9 @@ MIRRORED_FOLDERS = ("metrics", "plots", MIRRORED_MODEL)
 MLFLOW_DB = "mlflow.db"
 MLFLOW_ARTIFACTS = "mlartifacts"
 MLFLOW_SPOOL = ".mlflow-spool"
+# The mirror stage's output: the id of the state it last handed to MLflow (sent, or spooled
+# to be sent). Gitignored, so a fresh clone lacks it and `dvc repro` runs the mirror there.
+MIRROR_RECEIPT = ROOT / ".mlflow-receipt.json"
 
 # Models (issue 3): pretrain, train, finetune, transfer, evaluate, select.
 PRETRAINED = MODELS / "pretrain"           # one folder per backbone architecture

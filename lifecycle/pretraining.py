@@ -1,0 +1,115 @@
+"""Pretraining (the ``pretrain`` stage): a backbone for finetune and transfer, learned or fetched offline.
+
+There is no internet at run time, so ImageNet weights cannot be the default. ``pretrain``
+learns a backbone without labels instead: each training image is turned by 0, 90, 180 or
+270 degrees and the network learns to tell which (a rotation pretext task: to know which
+way is up it must find ears, eyes and snouts). ``weights: imagenet`` takes torchvision's
+ImageNet weights (downloaded once into torch's hub cache; the file becomes the DVC output
+so ``dvc.lock`` pins it); ``weights: none`` keeps a seeded random initialisation, the
+baseline that shows what pretraining buys.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+from urllib.error import URLError
+
+import torch
+import torchvision
+
+from lifecycle.augmentation import Augmenting
+from lifecycle.core.errors import UserError
+from lifecycle.models import ModelSpec, build_model, check_image_size, save_model
+
+ROTATIONS = ("rot0", "rot90", "rot180", "rot270")  # the pretext task's classes
+
+
+# ----------------------------------------------------------------------------- pretext
+
+
+class RotationPretext:
+    """The per-sample transform of the pretext task: augment, then turn by k * 90 degrees; label k."""
+
+    def __init__(self, augmenting: Augmenting | None) -> None:
+        self.augmenting = augmenting
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.augmenting is not None:
+            image, _ = self.augmenting(image, label)
+        k = int(torch.randint(len(ROTATIONS), ()))
+        return torch.rot90(image, k, dims=(1, 2)), torch.tensor(k, dtype=torch.int64)
+
+
+def rotated_for_validation(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validation for the pretext task: image i turned by (i mod 4) * 90 degrees, fixed."""
+    turns = torch.arange(len(images)) % len(ROTATIONS)
+    rotated = torch.stack([torch.rot90(image, int(k), dims=(1, 2)) for image, k in zip(images, turns)])
+    return rotated, turns.to(torch.int64)
+
+
+def pretext_spec(architecture: str, image_size: int) -> ModelSpec:
+    return ModelSpec(architecture=architecture, classes=list(ROTATIONS), image_size=image_size)
+
+
+# ----------------------------------------------------------------------------- imagenet
+
+
+def imagenet_weights(architecture: str) -> torchvision.models.WeightsEnum:
+    try:
+        return torchvision.models.get_model_weights(architecture).DEFAULT
+    except (ValueError, AttributeError, KeyError):
+        raise UserError(
+            f"pretrain.weights is imagenet but torchvision has no ImageNet weights for {architecture}; "
+            "use pretext or none."
+        ) from None
+
+
+def imagenet_checkpoint(weights: torchvision.models.WeightsEnum) -> Path:
+    """Where torch.hub keeps the downloaded file of ``weights`` (TORCH_HOME/hub/checkpoints)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+def fetch_imagenet(architecture: str, image_size: int, folder: Path) -> ModelSpec:
+    """Write ``architecture`` with ImageNet weights into ``folder`` (model.pt + model.json).
+
+    torchvision's weights API downloads the file once into torch's hub cache (offline, a
+    file already placed there is used). When the file loads as it is, it becomes
+    ``model.pt`` byte for byte, so ``dvc.lock`` pins exactly what was downloaded; its
+    sha256 is recorded in the sidecar either way.
+    """
+    weights = imagenet_weights(architecture)
+    extra = {"aux_logits": False} if architecture in ("googlenet", "inception_v3") else {}
+    try:
+        model = torchvision.models.get_model(architecture, weights=weights, **extra)
+    except (URLError, OSError, RuntimeError) as error:
+        raise UserError(
+            f"pretrain.weights is imagenet but the ImageNet weights of {architecture} are not cached and cannot be "
+            f"downloaded ({type(error).__name__}); put {os.path.basename(weights.url)} into "
+            f"{imagenet_checkpoint(weights).parent} or use pretrain.weights: pretext."
+        ) from None
+    checkpoint = imagenet_checkpoint(weights)
+    categories = list(weights.meta["categories"])
+    spec = ModelSpec(
+        architecture=architecture,
+        classes=categories,
+        image_size=image_size,
+        info={
+            "weights": "imagenet",
+            "source": weights.url,
+            "file": checkpoint.name,
+            "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+        },
+    )
+    check_image_size(model, architecture, image_size)
+    save_model(model, spec, folder)
+    verbatim = build_model(spec)
+    try:
+        verbatim.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    except (RuntimeError, KeyError, ValueError):
+        return spec  # keys need torchvision's fix-ups (densenet, googlenet): keep the re-saved weights
+    shutil.copyfile(checkpoint, folder / "model.pt")
+    return spec
+
+

@@ -1,0 +1,9 @@
+"""The MLflow mirror: DVC's files are the truth, MLflow mirrors them. Imported by the
+``mirror`` stage alone (and tests), never by a model or data stage.
+
+- :mod:`tracking.snapshot`: a pipeline state read from DVC's files (pure);
+- :mod:`tracking.provenance`: git commit, branch, DVC experiment;
+- :mod:`tracking.spool`: the local queue that makes a tracking failure lose nothing;
+- :mod:`tracking.sink`: the only code that writes to MLflow;
+- :mod:`tracking.mirror`: the commands that tie them together.
+"""

@@ -1,0 +1,331 @@
+"""The MLflow sink: the only code that writes to MLflow.
+
+:func:`send` creates or updates the run of one spooled pipeline state (idempotent: a state
+mirrored again updates its run; only missing params and metric points are logged), logs
+its artifacts and the selected model (``mlflow.pytorch.log_model``, torch.export "pt2"
+format: no pickle, sidecar as ``extra_files/model.json``), registers it as
+``cats-vs-dogs`` and points the alias ``candidate`` at the newest pipeline run's version.
+
+Where: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///mlflow.db`` with artifacts in
+``mlartifacts/``, both at the real repository root (also for experiments DVC runs in a
+temporary copy). Retries are bounded and progress bars off unless the user chose otherwise.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from lifecycle.core import paths
+from tracking.provenance import (
+    TAG_BRANCH,
+    TAG_COMMIT,
+    TAG_COMMITS,
+    TAG_DIRTY,
+    TAG_EXP_NAME,
+    TAG_EXP_NAMES,
+    TAG_STATE,
+    real_root,
+)
+from tracking.snapshot import read_snapshot
+from tracking.spool import SpoolEntry
+
+EXPERIMENT = "cats-vs-dogs"        # the MLflow experiment of every pipeline run (MLFLOW_EXPERIMENT_NAME overrides)
+REGISTERED_MODEL = "cats-vs-dogs"  # the Model Registry name of the selected model
+ALIAS = "candidate"                # moved to the model of the newest mirrored pipeline run
+MODEL_NAME = "model"               # the logged model's name in its run
+EXAMPLE_IMAGES = 2        # > 1, so that torch.export keeps the batch dimension dynamic
+HEALTH_TIMEOUT_S = 5.0    # how long a tracking server has to answer /health before we spool
+
+
+# Bounded retries, and no progress bars or URLs on stdout, unless the user chose otherwise.
+_MLFLOW_ENV_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
+_BATCH_PARAMS = 100    # MLflow's limits per log_batch call
+_BATCH_METRICS = 1000
+
+
+def tracking_uri(root: Path | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """``MLFLOW_TRACKING_URI``, else the sqlite store ``mlflow.db`` at the real repository root."""
+    environ = os.environ if environ is None else environ
+    uri = environ.get("MLFLOW_TRACKING_URI", "").strip()
+    return uri or "sqlite:///" + str(real_root(root, environ) / paths.MLFLOW_DB)
+
+
+def experiment_name(environ: Mapping[str, str] | None = None) -> str:
+    environ = os.environ if environ is None else environ
+    return environ.get("MLFLOW_EXPERIMENT_NAME", "").strip() or EXPERIMENT
+
+
+def local_artifact_location(uri: str) -> str | None:
+    """Artifacts of a sqlite store go to ``mlartifacts/`` beside the database file.
+
+    (MLflow's own default is ``./mlruns`` in whatever folder the process runs in.)
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri[len("sqlite:///"):])
+    return (database.parent / paths.MLFLOW_ARTIFACTS).resolve().as_uri()
+
+
+def display_uri(uri: str) -> str:
+    """The URI without credentials, for messages."""
+    return re.sub(r"//[^/@]*@", "//", uri)
+
+
+def unreachable(uri: str) -> str | None:
+    """Why a tracking server does not answer, or None (only http(s) stores are checked)."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    import requests
+
+    try:
+        answer = requests.get(uri.rstrip("/") + "/health", timeout=HEALTH_TIMEOUT_S)
+    except requests.Timeout:
+        return f"no answer within {HEALTH_TIMEOUT_S:g} s"
+    except requests.ConnectionError as error:
+        return "connection refused" if "refused" in str(error).lower() else "cannot connect"
+    except requests.RequestException as error:
+        return type(error).__name__
+    return f"server error {answer.status_code}" if answer.status_code >= 500 else None
+
+
+def describe_error(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
+
+
+@contextlib.contextmanager
+def mlflow_settings() -> Iterator[None]:
+    """Bounded retries and no progress bars while sending (the user's own settings win)."""
+    added = [name for name in _MLFLOW_ENV_DEFAULTS if name not in os.environ]
+    os.environ.update({name: _MLFLOW_ENV_DEFAULTS[name] for name in added})
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def _quiet_mlflow() -> None:
+    """MLflow's INFO lines (database migrations, registrations) would bury the stage's output."""
+    for name in ("mlflow", "alembic", "torch._export", "torch.export"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _experiment_id(client: Any, name: str, uri: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return client.create_experiment(name, artifact_location=local_artifact_location(uri))
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def find_run(client: Any, experiment_id: str, state: str) -> Any | None:
+    """The run of a pipeline state, if it was mirrored before."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TAG_STATE}` = '{state}'",
+        max_results=1,
+        order_by=["attributes.start_time ASC"],
+    )
+    return runs[0] if runs else None
+
+
+def merged_tags(old: Mapping[str, str], new: Mapping[str, str], state: str) -> dict[str, str]:
+    """The tags of a state's run after one more mirror of it: nothing is erased or renamed.
+
+    The newest mirror refreshes the commit, branch and source; the first experiment's name
+    stays the run's name and its ``dvc.exp_name``; every experiment name and every commit
+    that produced the state is appended to ``dvc.exp_names`` and ``git.commits``, so each
+    experiment is found by its name, in the UI or with
+    ``tags."dvc.exp_names" LIKE '%<name>%'``.
+    """
+    tags = {**old, **{key: value for key, value in new.items() if value}, TAG_STATE: state}
+    if old.get(TAG_EXP_NAME):
+        tags[TAG_EXP_NAME] = old[TAG_EXP_NAME]
+    for list_tag, one in ((TAG_EXP_NAMES, TAG_EXP_NAME), (TAG_COMMITS, TAG_COMMIT)):
+        listed = (old.get(list_tag) or old.get(one) or "").split()
+        if new.get(one) and new[one] not in listed:
+            listed.append(new[one])
+        if listed:
+            tags[list_tag] = " ".join(listed)
+    tags["mlflow.runName"] = old.get("mlflow.runName") or run_name(tags)
+    return tags
+
+
+def run_name(tags: Mapping[str, str]) -> str:
+    if tags.get(TAG_EXP_NAME):
+        return tags[TAG_EXP_NAME]
+    commit = tags.get(TAG_COMMIT, "")[:7] or "no-commit"
+    branch = tags.get(TAG_BRANCH) or "detached"
+    return f"{branch}@{commit}" + ("-dirty" if tags.get(TAG_DIRTY) == "true" else "")
+
+
+def _comparable(value: float) -> float | str:
+    return "nan" if math.isnan(value) else value
+
+
+def send(entry: SpoolEntry) -> tuple[str, str]:
+    """Create or update the run of ``entry``'s pipeline state; returns its run id and name."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, RunTag
+
+    _quiet_mlflow()  # after the import, which configures mlflow's loggers
+
+    record = entry.record
+    uri = record["tracking_uri"]
+    snapshot = read_snapshot(entry.files)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment_id = _experiment_id(client, record["experiment"], uri)
+    run = find_run(client, experiment_id, snapshot.state)
+    old_tags = dict(run.data.tags) if run else {}
+    tags = merged_tags(old_tags, record["tags"], snapshot.state)
+    tags["mlflow.source.git.commit"] = tags.get(TAG_COMMIT, "")
+    tags["mlflow.source.git.branch"] = tags.get(TAG_BRANCH, "")
+    if run is None:
+        run = client.create_run(experiment_id, run_name=tags["mlflow.runName"], tags={TAG_STATE: snapshot.state})
+    run_id = run.info.run_id
+    changed = [RunTag(k, v) for k, v in sorted(tags.items()) if v and old_tags.get(k) != v]
+    for batch in _chunks(changed, _BATCH_PARAMS):
+        client.log_batch(run_id, tags=batch)
+
+    old_params = run.data.params
+    params = [Param(k, v) for k, v in sorted(snapshot.params.items()) if k not in old_params]
+    for batch in _chunks(params, _BATCH_PARAMS):
+        client.log_batch(run_id, params=batch)
+
+    timestamp = int(record["spooled_at"] * 1000)
+    metrics = []
+    for key, points in sorted(snapshot.metrics.items()):
+        logged = set()
+        if key in run.data.metrics:  # only points not there yet: a metric's history never doubles
+            logged = {(m.step, _comparable(m.value)) for m in client.get_metric_history(run_id, key)}
+        metrics += [
+            Metric(key, value, timestamp, step) for step, value in points if (step, _comparable(value)) not in logged
+        ]
+    for batch in _chunks(metrics, _BATCH_METRICS):
+        client.log_batch(run_id, metrics=batch)
+
+    for name in snapshot.artifacts:
+        client.log_artifact(run_id, str(entry.files / name), str(Path(name).parent.as_posix()) if "/" in name else None)
+
+    if snapshot.has_model:
+        _log_model(client, uri, experiment_id, run_id, entry.files / paths.MIRRORED_MODEL, tags, record["move_alias"])
+    client.set_terminated(run_id, "FINISHED")
+    return run_id, tags["mlflow.runName"]
+
+
+def model_signature(image_size: int, classes: int) -> Any:
+    """Input: normalised float32 images (-1, 3, S, S); output: float32 logits (-1, classes)."""
+    import numpy as np
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, image_size, image_size))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, classes))]),
+    )
+
+
+def example_input(image_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
+    """A fixed batch of uint8 images normalised as the model expects (float32 NCHW)."""
+    import numpy as np
+
+    from lifecycle.models import to_model_input
+
+    images = np.random.default_rng(0).integers(0, 256, size=(EXAMPLE_IMAGES, image_size, image_size, 3), dtype=np.uint8)
+    return to_model_input(images, mean, std).numpy()
+
+
+@contextlib.contextmanager
+def global_store(uri: str) -> Iterator[None]:
+    """Point MLflow's global tracking and registry URIs at ``uri`` for a while.
+
+    The fluent API (``log_model``) and the registry resolve ``models:/`` through them. MLflow
+    also exports them as environment variables for child processes; both are restored
+    exactly afterwards, so nothing leaks into the caller's process or its children.
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved_env = {name: os.environ.get(name) for name in names}
+    saved_tracking, saved_registry = tracking_utils._tracking_uri, registry_utils._registry_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_tracking)
+        registry_utils._registry_uri = saved_registry
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _log_model(
+    client: Any, uri: str, experiment_id: str, run_id: str, folder: Path, tags: Mapping[str, str], move_alias: bool
+) -> None:
+    """Log the selected model once per run, register it once, and point the alias at it."""
+    import mlflow
+    import mlflow.pytorch
+    import torch
+
+    from lifecycle.models import SIDECAR_FILE, load_model
+
+    with global_store(uri):
+        logged = [
+            model
+            for model in client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
+            if model.name == MODEL_NAME and str(model.status).upper().endswith("READY")
+        ]
+        if logged:
+            model_id = logged[0].model_id
+        else:
+            model, spec = load_model(folder)
+            with torch.no_grad(), mlflow.start_run(run_id=run_id):
+                model_id = mlflow.pytorch.log_model(
+                    model,
+                    name=MODEL_NAME,
+                    signature=model_signature(spec.image_size, len(spec.classes)),
+                    input_example=example_input(spec.image_size, spec.mean, spec.std),
+                    extra_files=[str(folder / SIDECAR_FILE)],
+                    pip_requirements=[f"torch=={metadata.version('torch')}", f"numpy=={metadata.version('numpy')}"],
+                    serialization_format="pt2",
+                    tags={TAG_STATE: tags[TAG_STATE]},
+                ).model_id
+
+        versions = client.search_model_versions(f"name = '{REGISTERED_MODEL}' and run_id = '{run_id}'")
+        if versions:
+            version = max(versions, key=lambda v: int(v.version))
+        else:
+            if not client.search_registered_models(filter_string=f"name = '{REGISTERED_MODEL}'"):
+                client.create_registered_model(REGISTERED_MODEL)
+            version_tags = {key: tags[key] for key in (TAG_STATE, TAG_COMMIT, TAG_EXP_NAME, TAG_EXP_NAMES) if tags.get(key)}
+            version = client.create_model_version(
+                REGISTERED_MODEL, source=f"models:/{model_id}", run_id=run_id, model_id=model_id, tags=version_tags
+            )
+        aliases = client.get_registered_model(REGISTERED_MODEL).aliases
+        if move_alias or ALIAS not in aliases:
+            client.set_registered_model_alias(REGISTERED_MODEL, ALIAS, str(version.version))
