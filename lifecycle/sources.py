@@ -6,8 +6,13 @@
 - ``synthetic``: drawn from a seed (:mod:`lifecycle.synthetic`), messy on purpose;
 - ``kaggle``: the dogs-vs-cats layout, ``cat.123.jpg`` / ``dog.45.JPG`` in one folder;
 - ``imagefolder``: ``<root>/<class>/<image>``, one sub-folder per class;
-- ``csv``: an existing manifest of image paths (relative to the CSV's folder, or absolute)
-  and labels.
+- ``csv``: an existing manifest (``ingest.manifest``, inside the folder) of image paths
+  (relative to the folder, or absolute but inside it) and labels.
+
+Every source but ``synthetic`` reads one folder, ``ingest.path``, which dvc.yaml lists as a dep
+of ``ingest``: adding, removing or changing one image reruns ingest and everything downstream.
+So an image must lie inside that folder to be used; a manifest row pointing elsewhere is
+skipped and counted (``outside_ingest_path``), never silently read from an untracked place.
 
 Files that are plainly not images (``Thumbs.db``, ``.DS_Store``, text) are skipped and
 counted; files that look like images are kept even when damaged, because preprocessing
@@ -55,7 +60,9 @@ def _require_folder(path: Path, key: str = "ingest.path") -> None:
     if not path.exists():
         raise UserError(f"{key}: folder '{path}' does not exist.")
     if not path.is_dir():
-        raise UserError(f"{key}: '{path}' is not a folder.")
+        hint = (" (for source csv, name the folder holding the manifest and its images, and the manifest "
+                "file in ingest.manifest)" if path.suffix.lower() == ".csv" else "")
+        raise UserError(f"{key}: '{path}' is not a folder{hint}.")
 
 
 def _copy_into(files: list[tuple[Path, str, str]], out_dir: Path) -> pd.DataFrame:
@@ -114,34 +121,36 @@ def from_imagefolder(root: Path, out_dir: Path) -> IngestResult:
     return IngestResult(_copy_into(kept, out_dir), skipped)
 
 
-def from_csv(csv_path: Path, out_dir: Path, path_column: str, label_column: str) -> IngestResult:
+def from_csv(root: Path, manifest_name: str, out_dir: Path, path_column: str, label_column: str) -> IngestResult:
+    _require_folder(root)
+    csv_path = root / manifest_name
     if not csv_path.is_file():
-        raise UserError(f"ingest.path: CSV file '{csv_path}' does not exist.")
+        raise UserError(f"ingest.manifest: '{manifest_name}' is not a file in ingest.path '{root}'.")
     try:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise UserError(f"ingest.path: '{csv_path}' is not a readable CSV ({error}).".replace("\n", " ")) from None
+        raise UserError(f"ingest.manifest: '{csv_path}' is not a readable CSV ({error}).".replace("\n", " ")) from None
     for key, column in (("ingest.path_column", path_column), ("ingest.label_column", label_column)):
         if column not in table.columns:
             raise UserError(f"{key}: column '{column}' is not in '{csv_path}' (columns: {', '.join(table.columns)}).")
     skipped: Counter = Counter()
-    base = csv_path.parent
+    base = root.resolve()
     kept, extras = [], []
-    for index, record in enumerate(table.to_dict("records")):
+    for record in table.to_dict("records"):
         raw_path = record[path_column]
         if not isinstance(raw_path, str) or not raw_path.strip():
             skipped["empty_path"] += 1
             continue
         source = Path(raw_path.strip())
-        source = source if source.is_absolute() else base / source
+        source = source if source.is_absolute() else root / source
         reason = _classify_file(source)
+        try:
+            name = f"images/{source.resolve().relative_to(base).as_posix()}"
+        except ValueError:
+            reason = reason or "outside_ingest_path"
         if reason:
             skipped[reason] += 1
             continue
-        try:
-            name = f"images/{source.resolve().relative_to(base.resolve()).as_posix()}"
-        except ValueError:
-            name = f"images/external/{index:06d}_{source.name}"
         kept.append((source, name, record[label_column]))
         extras.append({k: v for k, v in record.items() if k not in (path_column, label_column)})
     _require_some_readable([source for source, _, _ in kept if source.is_file()], csv_path)
@@ -151,14 +160,13 @@ def from_csv(csv_path: Path, out_dir: Path, path_column: str, label_column: str)
 
 def ingest(params: IngestParams, seed: int, out_dir: Path) -> IngestResult:
     """Fill ``out_dir`` with ``images/`` from the configured source; return its manifest."""
-    source = Path(params.path).expanduser() if params.path else None
-    if source is not None and not source.is_absolute():
-        source = paths.ROOT / source
     if params.source == "synthetic":
         return IngestResult(generate(params.synthetic, seed, out_dir))
+    source = Path(params.path).expanduser()
+    source = source if source.is_absolute() else paths.ROOT / source
     if params.source == "kaggle":
         return from_kaggle(source, out_dir)
     if params.source == "imagefolder":
         return from_imagefolder(source, out_dir)
-    return from_csv(source, out_dir, params.path_column, params.label_column)
+    return from_csv(source, params.manifest, out_dir, params.path_column, params.label_column)
 

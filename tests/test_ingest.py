@@ -47,21 +47,27 @@ def test_imagefolder_layout(tmp_path):
 
 
 def test_csv_manifest_keeps_missing_files_for_preprocess_to_count(tmp_path):
-    picture(tmp_path / "data" / "pics" / "one.png")
-    picture(tmp_path / "elsewhere" / "two.png")
+    folder = tmp_path / "data"
+    picture(folder / "pics" / "one.png")
+    picture(folder / "pics" / "two.png")
+    picture(tmp_path / "elsewhere" / "three.png")
     manifest = pd.DataFrame({
-        "file": ["pics/one.png", str(tmp_path / "elsewhere" / "two.png"), "pics/missing.png", "pics/readme.txt"],
-        "animal": ["cat", "dog", "cat", "dog"],
-        "extra": ["x", "y", "z", "w"],
+        "file": ["pics/one.png", str(folder / "pics" / "two.png"), "pics/missing.png", "pics/readme.txt",
+                 str(tmp_path / "elsewhere" / "three.png"), "../elsewhere/three.png"],
+        "animal": ["cat", "dog", "cat", "dog", "cat", "dog"],
+        "extra": ["x", "y", "z", "w", "v", "u"],
     })
-    manifest.to_csv(tmp_path / "data" / "list.csv", index=False)
-    result = from_csv(tmp_path / "data" / "list.csv", tmp_path / "raw", "file", "animal")
-    assert result.manifest["image_path"].tolist()[0] == "images/pics/one.png"
-    assert result.manifest["image_path"].tolist()[1].startswith("images/external/")
-    assert len(result.manifest) == 3 and result.skipped == {"not_an_image": 1}
+    manifest.to_csv(folder / "list.csv", index=False)
+    result = from_csv(folder, "list.csv", tmp_path / "raw", "file", "animal")
+    assert result.manifest["image_path"].tolist() == ["images/pics/one.png", "images/pics/two.png",
+                                                      "images/pics/missing.png"]
+    # outside the folder DVC tracks: skipped and counted, never read from an untracked place
+    assert result.skipped == {"not_an_image": 1, "outside_ingest_path": 2}
     assert "extra" in result.manifest.columns
     with pytest.raises(UserError, match="ingest.label_column: column 'label'"):
-        from_csv(tmp_path / "data" / "list.csv", tmp_path / "raw2", "file", "label")
+        from_csv(folder, "list.csv", tmp_path / "raw2", "file", "label")
+    with pytest.raises(UserError, match="ingest.manifest: 'nope.csv' is not a file in ingest.path"):
+        from_csv(folder, "nope.csv", tmp_path / "raw3", "file", "animal")
 
 
 def test_missing_folder_and_folder_without_images(tmp_path):
@@ -82,6 +88,7 @@ def test_missing_folder_and_folder_without_images(tmp_path):
         ({"ingest": {"source": "flickr"}}, "ingest.source"),
         ({"ingest": {"source": "kaggle", "path": "no/such/folder"}}, "no/such/folder"),
         ({"ingest": {"source": "imagefolder", "path": "tests"}}, "no readable image"),
+        ({"ingest": {"source": "csv", "path": "tests/conftest.py"}}, "is not a folder"),
         ({"ingest": {"synthetic": {"count": "many"}}}, "ingest.synthetic.count' must be an integer"),
         ({"seed": 1.5}, "'seed' must be an integer"),
     ],

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
 from lifecycle.models import load_model
+from tests import dvc_graph
 
 TINY_MODELS = {
     "epochs": 2,
@@ -23,6 +25,24 @@ MODEL_STAGES = ["pretrain", "train", "finetune", "frozen_features", "transfer",
 DOWNSTREAM_OF_TRAIN = {"train", "evaluate@train", "select"}
 
 
+# What a run may write besides the declared outputs: the local MLflow store and DVC's own state.
+LOCAL_STATE = {"mlflow.db", "mlartifacts", ".mlflow-spool", ".dvc"}
+
+
+def undeclared_writes(repo) -> list[str]:
+    """Every path the run created or changed (git's view, ignored files included) that no stage declares."""
+    declared = [Path(out) for stage in dvc_graph.stages(repo.path) for out in stage.outs]
+    listing = repo.run("git", "status", "--porcelain", "--untracked-files=all", "--ignored=matching").stdout
+    undeclared = []
+    for line in listing.splitlines():
+        path = Path(line[3:].strip().strip('"').rstrip("/"))
+        if path.parts[0] in LOCAL_STATE or "__pycache__" in path.parts or path.name == "dvc.lock":
+            continue
+        if not any(path == out or out in path.parents for out in declared):
+            undeclared.append(path.as_posix())
+    return undeclared
+
+
 def ran(output: str) -> set[str]:
     return {stage for stage in MODEL_STAGES + ["ingest", "featurize", "split", "synthesize"]
             if f"Running stage '{stage}'" in output}
@@ -33,6 +53,7 @@ def test_pipeline_reproduces_and_an_experiment_reruns_only_train_and_its_descend
     repo = repo_copy(TINY_MODELS)
     first = repo.dvc("repro")
     assert set(MODEL_STAGES) <= ran(first.stdout)
+    assert undeclared_writes(repo) == []  # every path the code wrote is a declared output
 
     best = json.loads((repo.path / "models" / "best" / "model.json").read_text())
     assert best["info"]["source"] in ("train", "finetune", "transfer")

@@ -58,7 +58,7 @@ def test_the_committed_params_load_through_every_section_schema_model_sections_i
         ("ingest.synthetic.count", 3, "params.yaml: 'ingest.synthetic.count' must be at least 10, got int 3."),
         ("ingest.synthetic.max_size", 20, "params.yaml: 'ingest.synthetic.max_size' must be at least min_size (48), "
                                           "got 20."),
-        ("ingest.source", "kaggle", "params.yaml: 'ingest.path' is required when source is 'kaggle'."),
+        ("ingest.path", " ", "params.yaml: 'ingest.path' must name a file or folder."),
         ("train.channels", [16, "x"], "params.yaml: 'train.channels[1]' must be an integer, got str 'x'."),
         ("train.augment", "yes", "params.yaml: 'train.augment' must be true or false, got str 'yes'."),
         ("preprocess.label_aliases", {"kitten": "cow"},

@@ -343,7 +343,9 @@ def test_mirror_into_the_default_sqlite_store_holds_what_the_files_say(workspace
     assert version.run_id == run.info.run_id
 
 
-def test_the_same_state_mirrored_again_updates_its_run(workspace: Path, tmp_path: Path):
+def test_the_same_state_mirrored_again_updates_its_run_and_keeps_every_experiment_name(
+    workspace: Path, tmp_path: Path
+):
     environ = {"DVC_EXP_NAME": "bold-lr"}
     mirror.mirror_workspace(workspace, environ=environ)
     client = client_for(f"sqlite:///{workspace}/mlflow.db")
@@ -363,6 +365,15 @@ def test_the_same_state_mirrored_again_updates_its_run(workspace: Path, tmp_path
     experiment = client.get_experiment_by_name(sink.EXPERIMENT).experiment_id
     assert len(client.search_logged_models([experiment])) == 1
     assert len(client.search_model_versions(f"name = '{sink.REGISTERED_MODEL}'")) == 1
+
+    mirror.mirror_workspace(workspace, environ={"DVC_EXP_NAME": "calm-lr"})  # a second experiment, same state
+    [run] = runs_of(client)
+    assert run.info.run_name == "bold-lr" == run.data.tags[provenance.TAG_EXP_NAME]  # not renamed
+    assert run.data.tags[provenance.TAG_EXP_NAMES] == "bold-lr calm-lr"              # both findable by name
+    assert run.data.tags[provenance.TAG_COMMITS].split() == [first.data.tags[provenance.TAG_COMMIT], head]
+    for name in ("bold-lr", "calm-lr"):
+        [found] = client.search_runs([experiment], filter_string=f"tags.`dvc.exp_names` LIKE '%{name}%'")
+        assert found.info.run_id == first.info.run_id
 
     write_model_state(workspace, lr=0.02, seed=1)                          # a new state: a new run
     mirror.mirror_workspace(workspace, environ={})
@@ -514,6 +525,41 @@ def test_temp_and_queued_experiments_mirror_into_the_real_root(repo_copy, tmp_pa
     assert after["temp-exp"].info.run_id == runs["temp-exp"].info.run_id
     assert after["temp-exp"].data.tags[provenance.TAG_COMMIT] == exp_commit
     assert after["temp-exp"].data.tags[provenance.TAG_DIRTY] == "false"
+
+
+@pytest.mark.slow
+def test_queued_experiments_of_one_state_share_its_run_and_each_is_found_by_name(repo_copy, monkeypatch):
+    """One run per pipeline state; a second experiment with the same state, and one identical
+    to main, add their names to that run instead of renaming it or going missing."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    repo = repo_copy({"lr": 0.01})
+    add_model_stub(repo)
+    repo.dvc("repro")
+    repo.commit("baseline")
+    client = client_for(f"sqlite:///{repo.path}/mlflow.db")
+    [main_run] = runs_of(client)
+
+    repo.dvc("exp", "run", "--queue", "-n", "first-lr", "-S", "lr=0.05")
+    repo.dvc("exp", "run", "--queue", "-n", "again-lr", "-S", "lr=0.05")   # the same state as first-lr
+    repo.dvc("exp", "run", "--queue", "-n", "like-main")                   # the same state as main
+    repo.dvc("queue", "start")
+    wait_for_queue(repo)
+
+    runs = {run.info.run_id: run for run in runs_of(client)}
+    assert len(runs) == 2
+    main_after = runs.pop(main_run.info.run_id)
+    [experiment_run] = runs.values()
+    assert experiment_run.data.params["lr"] == "0.05"
+    assert experiment_run.info.run_name == "first-lr" == experiment_run.data.tags[provenance.TAG_EXP_NAME]
+    assert experiment_run.data.tags[provenance.TAG_EXP_NAMES].split() == ["first-lr", "again-lr"]
+    assert main_after.info.run_name == main_run.info.run_name
+    assert main_after.data.tags[provenance.TAG_EXP_NAMES].split() == ["like-main"]
+    experiment = client.get_experiment_by_name(sink.EXPERIMENT).experiment_id
+    for name, run_id in (("first-lr", experiment_run.info.run_id), ("again-lr", experiment_run.info.run_id),
+                         ("like-main", main_run.info.run_id)):
+        [found] = client.search_runs([experiment], filter_string=f"tags.`dvc.exp_names` LIKE '%{name}%'")
+        assert found.info.run_id == run_id
 
 
 @pytest.mark.slow

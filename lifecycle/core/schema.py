@@ -66,15 +66,17 @@ class SyntheticParams(Section):
 
 class IngestParams(Section):
     source: Literal["synthetic", "kaggle", "imagefolder", "csv"] = "synthetic"
-    path: str | None = None          # folder (kaggle, imagefolder) or CSV file (csv); relative to the repo
-    path_column: str = "image_path"  # csv source: the column holding image paths
+    path: str = "data/external"      # the folder holding your images (and, for csv, the manifest); a dvc.yaml dep
+    manifest: str = "manifest.csv"   # csv source: the manifest file, inside path
+    path_column: str = "image_path"  # csv source: the column holding image paths (relative to path, or absolute)
     label_column: str = "label"      # csv source: the column holding labels
     synthetic: SyntheticParams = SyntheticParams()
 
-    @model_validator(mode="after")
-    def _path_needed(self) -> "IngestParams":
-        fail_unless(self.source == "synthetic" or bool(self.path), "path", f"is required when source is '{self.source}'")
-        return self
+    @field_validator("path", "manifest")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        fail_unless(bool(value.strip()), "", "must name a file or folder")
+        return value
 
 
 class PreprocessParams(Section):
