@@ -150,4 +150,4 @@ def test_npz_writer_is_byte_deterministic(tmp_path, tiny_images):
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
     loaded = read_arrays(tmp_path / "a.npz")
     assert np.array_equal(loaded["images"], images) and np.array_equal(loaded["labels"], labels)
-    assert [p.name for p in tmp_path.iterdir()] != [] and not list(tmp_path.glob(".*tmp"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "b.npz"]  # no temporary left beside them

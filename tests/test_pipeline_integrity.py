@@ -53,10 +53,10 @@ def test_the_users_folder_is_a_dependency_of_ingest_and_everything_downstream(re
     repo = repo_copy({"ingest": {"source": "kaggle", "path": str(folder)}, "split": {"val_fraction": 0.2,
                                                                                       "test_fraction": 0.2}})
     assert ran(repo.dvc("repro", "synthesize").stdout) == DATA_STAGES
-    assert "up to date" in repo.dvc("status", "synthesize").stdout
+    assert "up to date" in repo.dvc("status", "--with-deps", "synthesize").stdout
 
     kaggle_folder(folder, 61)                                   # one image added
-    assert "ingest" in repo.dvc("status", "synthesize").stdout
+    assert "ingest" in repo.dvc("status", "--with-deps", "synthesize").stdout
     assert ran(repo.dvc("repro", "synthesize").stdout) == DATA_STAGES
     rows = (repo.path / "data/raw/animal_dataset.csv").read_text().splitlines()
     assert len(rows) == 1 + 61
@@ -65,7 +65,7 @@ def test_the_users_folder_is_a_dependency_of_ingest_and_everything_downstream(re
     assert ran(repo.dvc("repro", "synthesize").stdout) == DATA_STAGES
     Image.new("RGB", (40, 36), (0, 0, 0)).save(folder / "cat.2.jpg")  # one changed, same name and count
     assert ran(repo.dvc("repro", "synthesize").stdout) == DATA_STAGES
-    assert "up to date" in repo.dvc("status", "synthesize").stdout
+    assert "up to date" in repo.dvc("status", "--with-deps", "synthesize").stdout
 
 
 def start_stage(repo, stage: str) -> subprocess.Popen:
@@ -100,14 +100,14 @@ def test_a_killed_stage_leaves_committed_files_as_they_were_and_the_next_run_cle
                                    for p in (repo.path / "data").iterdir()))
     assert temporaries(repo.path), "the kill came too late to leave a staging folder"
     assert git_status(repo) == ""                         # committed files untouched, the leftover ignored
-    assert "up to date" in repo.dvc("status", "train").stdout  # ... and invisible to DVC
+    assert "up to date" in repo.dvc("status", "--with-deps", "train").stdout  # ... and invisible to DVC
 
     # train: killed after DVCLive logged an epoch into its staging folder beside metrics/train
     process = start_stage(repo, "train")
     kill_when(process, lambda: any(p.name.startswith(".train.") and any(p.rglob("accuracy.tsv"))
                                    for p in (repo.path / "metrics").iterdir()))
     assert git_status(repo) == ""
-    assert "up to date" in repo.dvc("status", "train").stdout
+    assert "up to date" in repo.dvc("status", "--with-deps", "train").stdout
 
     repo.dvc("repro", "--force", "ingest", "train")       # the next runs remove what the killed ones left
     assert temporaries(repo.path) == []
