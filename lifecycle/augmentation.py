@@ -197,11 +197,10 @@ def _geometry(images: torch.Tensor, draws: Draws) -> torch.Tensor:
         columns = torch.arange(width, dtype=torch.float64).expand(n, width)
         columns = torch.where(draws.flip[:, None], width - 1 - columns, columns)
         rows = torch.arange(height, dtype=torch.float64).expand(n, height)
-        x = _crop_coordinates(columns, left, crop_w, width)
-        y = _crop_coordinates(rows, top, crop_h, height)
+        x = _crop_coordinates(columns, left, crop_w, width).to(device=device, dtype=torch.float32)
+        y = _crop_coordinates(rows, top, crop_h, height).to(device=device, dtype=torch.float32)
         grid = torch.stack([x[:, None, :].expand(n, height, width), y[:, :, None].expand(n, height, width)], 3)
-        batch = F.grid_sample(batch, grid.to(device=device, dtype=torch.float32), mode="bilinear",
-                              padding_mode="border", align_corners=False)
+        batch = F.grid_sample(batch, grid, mode="bilinear", padding_mode="border", align_corners=False)
         batch = batch.round_().clamp_(0, 255)
     return batch
 
