@@ -12,11 +12,12 @@ parameters are drawn on the CPU from the generator (so CPU and CUDA draw the sam
 and nothing depends on loader workers), moved to the device once, and the images are
 transformed together:
 
-- geometry in one gather: each output pixel is traced back through flip, resized crop
-  (bilinear, with the crop's border clamped) and rotation (nearest, corners filled with 0)
-  to four source pixels, exactly the composition torchvision's v2 ``RandomRotation``,
-  ``RandomResizedCrop(antialias=True)`` and ``RandomHorizontalFlip`` compute one image at a
-  time (up to rounding; their parameter distributions are reproduced as well);
+- geometry in two ``grid_sample`` calls over the batch: the rotation about the centre
+  (nearest, uncovered corners 0), then the resized crop (bilinear, sampling points clamped
+  to the crop) with the flip folded in: the arithmetic of torchvision's v2
+  ``RandomRotation``, ``RandomResizedCrop(antialias=True)`` and ``RandomHorizontalFlip``
+  one image at a time, within one intensity level (their parameter distributions are
+  reproduced as well);
 - colour jitter with torchvision's arithmetic, including its rounding to whole intensity
   levels after each step; the random order of the four steps is applied by sorting the
   batch by the step each image takes next, so every step runs on contiguous slices.
