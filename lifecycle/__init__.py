@@ -5,4 +5,13 @@ serving app (``serving/``), the MLflow mirror (``tracking/``), tests and benchma
 one concern (sources, cleaning, features, ..., training/, evaluation, inference), listed per
 file by the stages that import it. tests/test_dvc_graph.py proves that every stage's deps
 cover every module it imports.
+
+Importing the package sets OpenMP's wait policy to passive before any module here loads
+torch: by default OpenMP threads spin while they wait, and on a machine whose cores are
+shared (two cores, several jobs) a training step then took 5 times the wall time (880 ms
+instead of 170 ms for a seed-CNN step at load average 4.5; see docs/models.md). It changes
+no result. A value already in the environment wins.
 """
+import os as _os
+
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -30,23 +30,36 @@ ROTATIONS = ("rot0", "rot90", "rot180", "rot270")  # the pretext task's classes
 
 
 class RotationPretext:
-    """The per-sample transform of the pretext task: augment, then turn by k * 90 degrees; label k."""
+    """The batch transform of the pretext task: augment (optional), then turn each image by its
+    own k * 90 degrees, drawn from the batch's generator; the label becomes k."""
 
     def __init__(self, augmenting: Augmenting | None) -> None:
         self.augmenting = augmenting
 
-    def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         if self.augmenting is not None:
-            image, _ = self.augmenting(image, label)
-        k = int(torch.randint(len(ROTATIONS), ()))
-        return torch.rot90(image, k, dims=(1, 2)), torch.tensor(k, dtype=torch.int64)
+            images, labels = self.augmenting(images, labels, generator)
+        turns = torch.randint(len(ROTATIONS), (len(images),), generator=generator)
+        return turned(images, turns), turns.to(images.device)
+
+
+def turned(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """Each image (N, 3, H, W) turned counter-clockwise by ``turns`` (CPU, N) quarter turns,
+    one ``rot90`` per group of images with the same turn."""
+    result = images.clone()
+    for k in range(1, len(ROTATIONS)):
+        chosen = torch.nonzero(turns == k).flatten()
+        if len(chosen):
+            index = chosen.to(images.device)
+            result[index] = torch.rot90(images.index_select(0, index), k, dims=(2, 3))
+    return result
 
 
 def rotated_for_validation(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Validation for the pretext task: image i turned by (i mod 4) * 90 degrees, fixed."""
     turns = torch.arange(len(images)) % len(ROTATIONS)
-    rotated = torch.stack([torch.rot90(image, int(k), dims=(1, 2)) for image, k in zip(images, turns)])
-    return rotated, turns.to(torch.int64)
+    return turned(images, turns), turns.to(torch.int64)
 
 
 def pretext_spec(architecture: str, image_size: int) -> ModelSpec:

@@ -1,13 +1,15 @@
 """Check the CUDA path of the training loop on a machine with a GPU (the project never needs one).
 
 Trains the seed CNN and resnet18 twice each on tiny separable images with the pipeline's
-own loop (`lifecycle.training.loop.fit`) and deterministic settings, and reports the device, the
-accuracy reached and whether the two runs gave bit-identical weights. Prints one JSON line.
+own loop (`lifecycle.training.loop.fit`, with the batch augmentation on the device) and
+deterministic settings, and reports the device, the accuracy reached and whether the two
+runs gave bit-identical weights. Prints one JSON line.
 
 usage: python scripts/cuda_check.py
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -19,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from lifecycle.augmentation import Augmenting, BatchAugmentation  # noqa: E402
 from lifecycle.models import ModelSpec, build_model  # noqa: E402
 from lifecycle.training.loop import FitConfig, Samples, fit  # noqa: E402
 from lifecycle.training.runtime import distributed, seed_everything  # noqa: E402
@@ -42,7 +45,8 @@ def run(architecture: str, arguments: dict, size: int) -> dict:
         model = build_model(spec)
         started = time.perf_counter()
         with distributed() as cluster:
-            result = fit(model, train, val, FitConfig(epochs=3, batch_size=32, lr=0.003, seed=0, name=architecture), cluster=cluster)
+            result = fit(model, train, val, FitConfig(epochs=3, batch_size=32, lr=0.003, seed=0, name=architecture),
+                         cluster=cluster, transform=Augmenting(dataclasses.asdict(BatchAugmentation())))
             outcome["world_size"] = cluster.world_size
         seconds = time.perf_counter() - started
         state = model.state_dict()

@@ -1,5 +1,7 @@
 """Augment (seed step 5): preview the augmentation pipeline that training applies on the fly,
-built from params, on a few training images.
+built from params, on a few training images: the copies are one batch through the same
+code training runs (lifecycle.augmentation.BatchAugmentation), so the preview shows what
+training sees.
 
 in: data/processed/train_balanced.npz   out: plots/augment_preview.png   params: seed, augment.*
 """
@@ -7,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lifecycle.augmentation import preview
+from lifecycle.augmentation import BatchAugmentation, preview
 from lifecycle.core import paths
 from lifecycle.core.errors import run_stage
 from lifecycle.core.io import read_arrays, read_json
@@ -24,7 +26,7 @@ def main() -> None:
     classes = read_json(paths.CLASSES)["classes"]
     originals = np.flatnonzero(~train["synthetic"])
     chosen = np.random.default_rng(seed).choice(originals, size=min(params.preview_images, len(originals)), replace=False)
-    tiles = preview(train["images"][chosen], params, seed)
+    tiles = preview(train["images"][chosen], BatchAugmentation.from_params(params), params.preview_variants, seed)
     columns = params.preview_variants + 1
     titles = [
         f"{classes[train['labels'][i]]}" if k == 0 else f"augmented {k}"

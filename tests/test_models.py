@@ -36,6 +36,7 @@ from lifecycle.pretraining import (
     RotationPretext,
     fetch_imagenet,
     pretext_spec,
+    rotated_for_validation,
 )
 from lifecycle.training.loop import image_preparer
 from tests.conftest import ROOT
@@ -101,17 +102,25 @@ def test_transfer_model_equals_the_trained_head_on_frozen_features(tmp_path):
     assert [p.requires_grad for p in body.parameters()] == [False] * len(list(body.parameters()))
 
 
-def test_the_pretext_label_is_the_rotation_applied():
+def test_the_pretext_label_is_each_images_own_rotation_applied():
     image = torch.zeros(3, 8, 8, dtype=torch.uint8)
     image[:, 0, :] = 255  # a bright top row: its position after the turn tells the rotation
+    batch = image.expand(32, 3, 8, 8).contiguous()
     pretext = RotationPretext(augmenting=None)
-    seen = set()
-    for seed in range(20):
-        torch.manual_seed(seed)
-        turned, label = pretext(image, torch.tensor(0))
-        assert torch.equal(turned, torch.rot90(image, int(label), dims=(1, 2)))
-        seen.add(int(label))
-    assert seen == set(range(len(ROTATIONS)))
+    turned, labels = pretext(batch, torch.zeros(32, dtype=torch.int64), torch.Generator().manual_seed(0))
+    assert set(labels.tolist()) == set(range(len(ROTATIONS)))  # drawn per image, not per batch
+    for one, label in zip(turned, labels):
+        assert torch.equal(one, torch.rot90(image, int(label), dims=(1, 2)))
+    again, same_labels = pretext(batch, torch.zeros(32, dtype=torch.int64), torch.Generator().manual_seed(0))
+    assert torch.equal(again, turned) and torch.equal(same_labels, labels)
+
+
+def test_pretext_validation_turns_image_i_by_i_mod_4_quarter_turns():
+    images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    turned, labels = rotated_for_validation(images)
+    assert labels.tolist() == [0, 1, 2, 3, 0, 1]
+    for image, one, label in zip(images, turned, labels):
+        assert torch.equal(one, torch.rot90(image, int(label), dims=(1, 2)))
 
 
 # ----------------------------------------------------------------------------- imagenet, offline

@@ -21,11 +21,10 @@ from lifecycle.training.log import EpochLog
 from lifecycle.training.loop import (
     FitConfig,
     Samples,
-    _SampleSet,
     fit,
     predict_logits,
 )
-from lifecycle.training.runtime import Cluster, seed_everything
+from lifecycle.training.runtime import Cluster, batch_seed, seed_everything
 from tests.conftest import ROOT, env_with_venv
 from tests.distributed_fit import separable_images
 
@@ -78,39 +77,66 @@ def test_a_later_worse_epoch_gives_way_to_the_earlier_best_weights():
     assert result.summary()["val"]["accuracy"] == history[1].val_accuracy
 
 
-def _train_and_save(train: Samples, val: Samples, folder: Path, workers: int) -> bytes:
+def _train_and_save(train: Samples, val: Samples, folder: Path, on_epoch=None) -> bytes:
     seed_everything(7)
     model = tiny_cnn()
-    fit(model, train, val, FitConfig(epochs=2, batch_size=16, lr=0.01, seed=7, workers=workers),
-        transform=Augmenting(AugmentParams(), 16))
+    fit(model, train, val, FitConfig(epochs=2, batch_size=16, lr=0.01, seed=7),
+        transform=Augmenting(AugmentParams()), on_epoch=on_epoch)
     spec = ModelSpec(architecture="seed_cnn", classes=["cat", "dog"], image_size=16, arguments={"channels": [8]})
     save_model(model, spec, folder)
     return (folder / "model.pt").read_bytes()
 
 
-def test_same_params_give_byte_identical_model_files_whatever_the_loader_workers(separable, tmp_path):
+def test_same_params_give_byte_identical_model_files_whatever_else_draws_random_numbers(separable, tmp_path):
+    """The augmentation draws from its own generator per batch: a run that also draws from
+    torch's global generator between epochs ends with the same bytes."""
     train, val = separable
-    first = _train_and_save(train, val, tmp_path / "a", workers=0)
-    second = _train_and_save(train, val, tmp_path / "b", workers=0)
-    with_worker = _train_and_save(train, val, tmp_path / "c", workers=1)
+    first = _train_and_save(train, val, tmp_path / "a")
+    second = _train_and_save(train, val, tmp_path / "b")
+    disturbed = _train_and_save(train, val, tmp_path / "c", on_epoch=lambda record: torch.rand(1000))
     assert first == second
-    assert first == with_worker
+    assert first == disturbed
     assert (tmp_path / "a" / "model.json").read_bytes() == (tmp_path / "b" / "model.json").read_bytes()
 
 
-def test_augmentation_is_drawn_per_sample_and_epoch_and_reproducible(separable):
-    train, _ = separable
-    dataset = _SampleSet(train, Augmenting(AugmentParams(hflip=0.5, rotation=30.0), 16), seed=0)
-    one, _ = dataset[(1, 0)]
-    again, _ = dataset[(1, 0)]
-    next_epoch, _ = dataset[(2, 0)]
-    assert one.dtype == torch.uint8 and one.shape == (3, 16, 16)
-    assert torch.equal(one, again)
-    assert not torch.equal(one, next_epoch)
-    # The transform leaves torch's global generator where it was.
-    state = torch.get_rng_state()
-    dataset[(3, 5)]
-    assert torch.equal(state, torch.get_rng_state())
+class RecordingTransform:
+    """A batch transform that records what it was given and the first number of each generator."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, float, torch.Tensor]] = []
+
+    def __call__(self, images, labels, generator):
+        self.calls.append((len(images), float(torch.rand((), generator=generator, dtype=torch.float64)), images.clone()))
+        return images, labels
+
+
+def test_every_batch_of_every_epoch_draws_from_its_own_reproducible_generator(separable):
+    train, val = separable
+    runs = []
+    for _ in range(2):
+        seed_everything(0)
+        recording = RecordingTransform()
+        fit(tiny_cnn(), train, val, FitConfig(epochs=2, batch_size=16, lr=0.01, seed=3), transform=recording)
+        runs.append(recording.calls)
+    first, second = runs
+    assert [size for size, _, _ in first] == [16] * 8  # 64 images, 4 batches, 2 epochs
+    draws = [draw for _, draw, _ in first]
+    assert len(set(draws)) == len(draws)  # a new generator per batch and epoch
+    expected = [float(torch.rand((), generator=torch.Generator().manual_seed(batch_seed(3, epoch, 0, number)),
+                                 dtype=torch.float64)) for epoch in (1, 2) for number in range(4)]
+    assert draws == expected
+    assert draws == [draw for _, draw, _ in second]
+    assert all(torch.equal(a, b) for (_, _, a), (_, _, b) in zip(first, second))
+    # each epoch sees every training image exactly once, as uint8 on the device
+    epoch_images = torch.cat([images for _, _, images in first[:4]])
+    assert epoch_images.dtype == torch.uint8
+    assert sorted(map(bytes, epoch_images.flatten(1).numpy())) == sorted(map(bytes, train.inputs.flatten(1).numpy()))
+
+
+def test_batch_seeds_differ_by_epoch_rank_and_batch():
+    seeds = {batch_seed(0, epoch, rank, batch) for epoch in range(3) for rank in range(2) for batch in range(3)}
+    assert len(seeds) == 18
+    assert batch_seed(1, 1, 0, 0) != batch_seed(0, 1, 0, 0)
 
 
 def test_each_parameter_group_trains_at_its_own_learning_rate(separable):
@@ -209,8 +235,8 @@ def test_on_cuda_the_same_loop_is_deterministic(architecture, tmp_path):
     for run in ("a", "b"):
         seed_everything(5)
         model = build_model(spec)
-        fit(model, train, val, FitConfig(epochs=2, batch_size=8, lr=0.001, seed=5, workers=1), cluster=cluster,
-            transform=Augmenting(AugmentParams(), 32))
+        fit(model, train, val, FitConfig(epochs=2, batch_size=8, lr=0.001, seed=5), cluster=cluster,
+            transform=Augmenting(AugmentParams()))
         assert next(model.parameters()).is_cuda
         save_model(model, spec, tmp_path / run)
         files.append((tmp_path / run / "model.pt").read_bytes())

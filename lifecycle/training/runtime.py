@@ -3,8 +3,8 @@
 :func:`distributed` yields a :class:`Cluster` (rank, world size, device): CUDA when there
 is one (a GPU per local rank, nccl), else CPU (gloo); one process when not started by
 ``torchrun``. :func:`seed_everything` makes a run reproducible: seeded generators and
-``torch.use_deterministic_algorithms(True)``; :func:`sample_seed` gives each sample its own
-random draw per epoch, independent of batching and of the number of processes.
+``torch.use_deterministic_algorithms(True)``; :func:`batch_seed` gives each batch of each
+process its own random draws per epoch, on a CPU generator, so whatever device trains.
 """
 from __future__ import annotations
 
@@ -72,8 +72,6 @@ def seed_everything(seed: int) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The seed of one sample's random transform in one epoch (independent of batching)."""
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
+def batch_seed(seed: int, epoch: int, rank: int, batch: int) -> int:
+    """The seed of one batch's random draws (augmentation, pretext) in one epoch on one process."""
+    return int(np.random.SeedSequence([seed, epoch, rank, batch]).generate_state(1, dtype=np.uint64)[0] >> 1)

@@ -27,7 +27,7 @@ from torch import nn
 from lifecycle.core import paths
 from lifecycle.models import ModelSpec, save_model
 from lifecycle.training.log import EpochLog
-from lifecycle.training.loop import FitConfig, FitResult, Samples, SampleTransform, fit
+from lifecycle.training.loop import BatchTransform, FitConfig, FitResult, Samples, fit
 from lifecycle.training.runtime import Cluster, distributed, seed_everything
 
 
@@ -54,7 +54,7 @@ class FitStage:
         *,
         info: dict[str, Any],
         prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        transform: SampleTransform | None = None,
+        transform: BatchTransform | None = None,
         param_groups: list[dict[str, Any]] | None = None,
         saved: Callable[[nn.Module], nn.Module] | None = None,
     ) -> FitResult:
@@ -62,7 +62,6 @@ class FitStage:
 
         The sidecar's ``info`` is ``{"stage", kept epoch's metrics, "world_size", **info}``.
         """
-        config = dataclasses.replace(config, workers=config.workers if self.cluster.world_size == 1 else 0)
         result = fit(model, train, val, config, cluster=self.cluster, prepare=prepare, transform=transform,
                      param_groups=param_groups,
                      on_epoch=self.log.log if self.log is not None else None)
