@@ -352,7 +352,7 @@ def test_debug_mode_asked_for_by_the_environment_is_refused_and_a_crash_shows_no
     monkeypatch.setenv("FLASK_DEBUG", "1")
     app = create_app({"SERVE_MODEL": str(model_dir)})
     assert app.debug is False
-    predictor = app.extensions["predictor"]
+    predictor = app.extensions["served_model"].current.predictor
     monkeypatch.setattr(predictor, "predict", lambda images: (_ for _ in ()).throw(RuntimeError("secret detail")))
     answer = app.test_client().post("/predict", data=upload((encode(picture()), "a.png")),
                                     content_type="multipart/form-data")
