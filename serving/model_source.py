@@ -33,6 +33,8 @@ from lifecycle.models import SIDECAR_FILE, WEIGHTS_FILE
 REGISTERED_MODEL = "cats-vs-dogs"  # the registry name the MLflow mirror registers the selected model under
 CHAMPION_ALIAS = "champion"        # moved only by the promotion command, never by a pipeline run
 
+FROM_STORE = object()  # ServedModel's default registry: the tracking store's, if there is one
+
 log = logging.getLogger(__name__)
 
 
@@ -105,8 +107,13 @@ def folder_key(folder: Path) -> tuple:
     return tuple(signature)
 
 
-def choose_model(requested: str | None, registry: Registry | None, best: Path = paths.BEST_MODEL) -> ModelChoice:
-    """Resolve ``SERVE_MODEL`` (``requested``), or the default when it is empty; see the module docstring."""
+def choose_model(requested: str | None, registry: Registry | None, best: Path | None = None) -> ModelChoice:
+    """Resolve ``SERVE_MODEL`` (``requested``), or the default when it is empty; see the module docstring.
+
+    ``registry`` is the tracking store's (None: there is none); ``best`` the selected model
+    folder (default models/best). Raises RegistryUnavailable when the store cannot be read.
+    """
+    best = best or paths.BEST_MODEL
     if requested:
         return _choose_requested(requested, registry)
     if registry is None:
@@ -146,8 +153,13 @@ class ServedModel:
     """The model one worker serves; :meth:`refresh` swaps in a newly promoted one without a pause."""
 
     def __init__(self, requested: str | None, predictor: Predictor | None = None,
-                 load: Callable[[str], Predictor] = load_predictor) -> None:
+                 load: Callable[[str], Predictor] = load_predictor, registry: Registry | None | object = FROM_STORE,
+                 best: Path | None = None) -> None:
+        """``requested``: SERVE_MODEL (empty: the default). ``predictor``: serve this one, never reload.
+        ``load``, ``registry`` and ``best`` replace the loader, the tracking store's registry and
+        models/best (tests)."""
         self.requested = requested or None
+        self.best = best
         self._load = load
         self._failed_key: tuple | None = None
         if predictor is not None:  # given by the caller (tests, embedding): served as is, never reloaded
@@ -156,10 +168,12 @@ class ServedModel:
             self.registry = None
             self.current = Served(choice, predictor)
             return
-        store = tracking_store()
-        self.registry = Registry(store) if store else None
+        if registry is FROM_STORE:
+            store = tracking_store()
+            registry = Registry(store) if store else None
+        self.registry = registry
         try:
-            choice = choose_model(self.requested, self.registry)
+            choice = choose_model(self.requested, self.registry, self.best)
         except RegistryUnavailable as error:
             raise UserError(f"cannot read the model registry ({error}); set SERVE_MODEL=models/best to serve the "
                             f"selected model folder without it, or fix MLFLOW_TRACKING_URI.") from None
@@ -181,7 +195,7 @@ class ServedModel:
         if not self.reloads:
             return False
         try:
-            choice = choose_model(self.requested, self.registry)
+            choice = choose_model(self.requested, self.registry, self.best)
         except (RegistryUnavailable, UserError) as error:
             log.warning("kept %s: %s", self.current.choice.shown, error)
             return False
