@@ -569,7 +569,8 @@ def mlflow_store(tmp_path_factory, model_dir):
         mlflow.MlflowClient().set_registered_model_alias("cats-vs-dogs", "champion", info.registered_model_version)
         local = folder / "local-model"
         mlflow.pytorch.save_model(path=str(local), **mlflow_model_arguments(model_dir))
-        yield {"run_id": run.info.run_id, "version": str(info.registered_model_version), "local": local}
+        yield {"run_id": run.info.run_id, "version": str(info.registered_model_version), "local": local,
+               "uri": f"sqlite:///{folder / 'mlflow.db'}", "experiment": experiment}
         mlflow.set_tracking_uri(None)
 
 
@@ -598,3 +599,66 @@ def test_an_mlflow_model_without_the_sidecar_is_a_user_error(mlflow_store, tmp_p
     shutil.rmtree(copy / "extra_files")
     with pytest.raises(UserError, match="extra_files/model.json"):
         create_app({"SERVE_MODEL": str(copy)})
+
+
+@pytest.mark.slow
+def test_the_registry_answers_alias_lookups_and_reports_an_unreadable_store(mlflow_store, tmp_path):
+    from serving.model_source import Registry, RegistryUnavailable
+
+    registry = Registry(mlflow_store["uri"])
+    assert registry.alias_version("cats-vs-dogs", "champion") == mlflow_store["version"]
+    assert registry.alias_version("cats-vs-dogs", "no-such-alias") is None
+    assert registry.alias_version("no-such-model", "champion") is None
+    garbage = tmp_path / "garbage.db"
+    garbage.write_text("this is not a database")
+    with pytest.raises(RegistryUnavailable, match="garbage.db"):
+        Registry(f"sqlite:///{garbage}").alias_version("cats-vs-dogs", "champion")
+
+
+@pytest.mark.slow
+def test_by_default_the_champion_is_served_and_followed_when_the_alias_moves(mlflow_store, model_dir, tmp_path,
+                                                                             monkeypatch):
+    """No SERVE_MODEL: the store's cats-vs-dogs@champion if it has one, else models/best; a moved alias is reloaded."""
+    import mlflow
+
+    from lifecycle.core import paths
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store["uri"])
+    monkeypatch.delenv("SERVE_MODEL", raising=False)
+    best = make_model(tmp_path / "best", seed=7)  # a different model in the folder than in the registry
+    monkeypatch.setattr(paths, "BEST_MODEL", best)
+    app = create_app({"SERVE_RELOAD_SECONDS": 0})
+    client = app.test_client()
+    data = encode(picture(13), "JPEG")
+
+    health = client.get("/health").json
+    assert health["model"] == {"name": "cats-vs-dogs", "version": mlflow_store["version"],
+                               "source": "models:/cats-vs-dogs@champion"}
+    assert "has cats-vs-dogs@champion" in health["source_reason"]
+    answer = client.post("/predict", data=upload((data, "pet.jpg")))
+    assert answer.headers["X-Model-Version"] == mlflow_store["version"]
+    np.testing.assert_allclose(list(answer.json["probabilities"].values()), offline_probabilities(model_dir, data),
+                               atol=2e-6)
+
+    registry = mlflow.MlflowClient(tracking_uri=mlflow_store["uri"], registry_uri=mlflow_store["uri"])
+    promoted = make_model(tmp_path / "promoted", seed=8)
+    with mlflow.start_run(experiment_id=mlflow_store["experiment"]):
+        version = mlflow.pytorch.log_model(name="model", registered_model_name="cats-vs-dogs",
+                                           **mlflow_model_arguments(promoted)).registered_model_version
+    try:
+        registry.set_registered_model_alias("cats-vs-dogs", "champion", version)
+        assert app.extensions["served_model"].refresh() is True
+        metadata = client.get("/metadata").json
+        assert metadata["model"]["version"] == str(version) and metadata["model"]["source"] == "models:/cats-vs-dogs@champion"
+        body = client.post("/predict", data=upload((data, "pet.jpg"))).json
+        assert body["model"]["version"] == str(version)
+        np.testing.assert_allclose(list(body["probabilities"].values()), offline_probabilities(promoted, data), atol=2e-6)
+
+        registry.delete_registered_model_alias("cats-vs-dogs", "champion")  # no champion: models/best
+        assert app.extensions["served_model"].refresh() is True
+        health = client.get("/health").json
+        assert health["model"]["source"] == paths.relative(best) and "has no cats-vs-dogs@champion" in health["source_reason"]
+        body = client.post("/predict", data=upload((data, "pet.jpg"))).json
+        np.testing.assert_allclose(list(body["probabilities"].values()), offline_probabilities(best, data), atol=2e-6)
+    finally:
+        registry.set_registered_model_alias("cats-vs-dogs", "champion", mlflow_store["version"])
