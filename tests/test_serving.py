@@ -399,9 +399,9 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
 @pytest.fixture
 def gunicorn_server(model_dir):
     port = free_port()
-    env = dict(os.environ, SERVE_MODEL=str(model_dir), SERVE_MAX_UPLOAD_BYTES="100000", SERVE_TORCH_THREADS="1")
-    gunicorn = [sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "--no-control-socket",
-                "serving:create_app()"]
+    env = dict(os.environ, SERVE_MODEL=str(model_dir), SERVE_MAX_UPLOAD_BYTES="100000", SERVE_TORCH_THREADS="1",
+               SERVE_BIND=f"127.0.0.1:{port}", SERVE_WORKERS="1")
+    gunicorn = [sys.executable, "-m", "gunicorn", "-c", "serving/gunicorn.conf.py"]  # the production command
     process = subprocess.Popen(gunicorn, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(f"http://127.0.0.1:{port}/health", process)
@@ -425,12 +425,21 @@ def test_the_service_under_gunicorn(gunicorn_server, model_dir):
 
 
 def test_gunicorn_without_a_model_stops_with_the_reason(tmp_path):
-    env = dict(os.environ, SERVE_MODEL=str(tmp_path / "none"))
-    result = subprocess.run([sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{free_port()}",
-                             "--no-control-socket", "serving:create_app()"],
+    env = dict(os.environ, SERVE_MODEL=str(tmp_path / "none"), SERVE_BIND=f"127.0.0.1:{free_port()}", SERVE_WORKERS="1")
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "serving/gunicorn.conf.py"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "has no model.json and model.pt" in result.stderr and "Worker failed to boot" in result.stderr
+
+
+@pytest.mark.parametrize("variable, value", [("SERVE_THREADS", "lots"), ("SERVE_WORKERS", "0"),
+                                             ("SERVE_READ_TIMEOUT", "-1"), ("SERVE_REQUEST_TIMEOUT", "soon")])
+def test_a_bad_server_setting_stops_gunicorn_naming_it(variable, value):
+    env = dict(os.environ, SERVE_BIND=f"127.0.0.1:{free_port()}", **{variable: value})
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "serving/gunicorn.conf.py"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert f"environment variable {variable}={value!r} must be a positive" in result.stderr
 
 
 class Browser:
