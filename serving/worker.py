@@ -19,6 +19,9 @@ socket has no timeout. This worker adds three things:
   new request goes to a worker that can answer it, or waits in the kernel's queue, instead
   of queueing behind stalled clients inside a saturated worker.
 - A timed-out client is one log line, not a traceback.
+- A graceful reload or stop (HUP, TERM) no longer closes a keep-alive connection just after
+  answering on it, under the client's next request: that request is answered, with
+  ``Connection: close``.
 
 TLS is not handled here (terminate it at the reverse proxy): the timeouts wrap plain sockets.
 """
@@ -27,8 +30,10 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import selectors
 import socket
 import time
+from functools import partial
 
 from gunicorn.workers.gthread import ThreadWorker, TConn
 
@@ -147,8 +152,18 @@ class DeadlineThreadWorker(ThreadWorker):
         super().enqueue_req(conn)
 
     def finish_request(self, conn, fs) -> None:
-        self.busy_threads -= 1
-        super().finish_request(conn, fs)  # the run loop re-enables accepting on its next turn
+        self.busy_threads -= 1  # the run loop re-enables accepting on its next turn
+        if not self.alive and not fs.cancelled() and fs.exception() is None and fs.result() is True:
+            # Shutting down (HUP, TERM) right after a keep-alive answer: the client may be sending its
+            # next request on this connection already. gthread would close it under that request (a
+            # dropped request); keep it like any idle keep-alive connection instead, so the request is
+            # answered with "Connection: close", or the connection closes after the keep-alive time.
+            conn.sock.setblocking(False)
+            conn.set_timeout()
+            self.keepalived_conns.append(conn)
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn))
+            return
+        super().finish_request(conn, fs)
 
     def set_accept_enabled(self, enabled: bool) -> None:
         super().set_accept_enabled(enabled and self.busy_threads < self.cfg.threads)

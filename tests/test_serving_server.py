@@ -171,12 +171,14 @@ class SteadyClients:
     def __init__(self, url: str, data: bytes, count: int = 4) -> None:
         self.url, self.data = url, data
         self.answers: list[tuple[int | str, str | None, list[float] | None]] = []
+        self.seconds: list[float] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run) for _ in range(count)]
 
     def _run(self) -> None:
         session = requests.Session()
         while not self._stop.is_set():
+            began = time.monotonic()
             try:
                 response = session.post(f"{self.url}/predict", files={"image": ("pet.jpg", self.data)}, timeout=60)
                 body = response.json() if response.status_code == 200 else {}
@@ -184,6 +186,13 @@ class SteadyClients:
                                      list(body.get("probabilities", {}).values()) or None))
             except requests.RequestException as error:
                 self.answers.append((type(error).__name__, None, None))
+            self.seconds.append(time.monotonic() - began)
+
+    def summary(self) -> str:
+        ms = np.array(self.seconds) * 1000
+        failed = sum(1 for status, _, _ in self.answers if status != 200)
+        return (f"{len(self.answers)} requests, {failed} failed, p50 {np.percentile(ms, 50):.0f} ms, "
+                f"p99 {np.percentile(ms, 99):.0f} ms, max {ms.max():.0f} ms")
 
     def __enter__(self) -> "SteadyClients":
         for thread in self._threads:
@@ -243,6 +252,7 @@ def test_a_promoted_model_is_picked_up_while_requests_keep_succeeding(tmp_path):
             versioned_model(live, "v2", seed=1)  # the promotion: models/best replaced, as dvc repro select does
             wait_for_version(server.url, "v2")
             time.sleep(1.0)
+        print(f"\nthrough a reload by the watcher: {clients.summary()}")
         check_answers(clients.answers, versions, data)
         assert {version for _, version, _ in clients.answers} == {"v1", "v2"}
         assert clients.answers[-1][1] == "v2"
@@ -267,6 +277,7 @@ def test_gunicorns_hup_reloads_without_dropping_requests(tmp_path):
             os.kill(master, signal.SIGHUP)  # the documented command: kill -HUP $(cat $SERVE_PIDFILE)
             wait_for_version(server.url, "v2")
             time.sleep(1.0)
+        print(f"\nthrough a HUP: {clients.summary()}")
         check_answers(clients.answers, versions, data)
         assert clients.answers[-1][1] == "v2"
         log = server.log()

@@ -261,6 +261,29 @@ def test_a_worker_with_every_thread_busy_stops_accepting_until_one_is_free():
             listener.close()
 
 
+def test_a_keep_alive_connection_answered_as_shutdown_begins_stays_open_for_the_next_request():
+    """gthread closed it at once, under a request the client may already be sending (dropped at HUP)."""
+    from gunicorn.workers.gthread import TConn
+
+    worker = gthread_worker(threads=2)
+    server, client = socket.socketpair()
+    try:
+        conn = TConn(worker.cfg, DeadlineSocket.adopt(server, 10, 30), ("127.0.0.1", 1), ("127.0.0.1", 2))
+        worker.nr_conns, worker.busy_threads = 1, 1
+        worker.alive = False  # HUP or TERM arrived while the answer was being written
+        answered = futures.Future()
+        answered.set_result(True)  # the handler's "keep alive"
+        worker.finish_request(conn, answered)
+        assert conn in worker.keepalived_conns and worker.nr_conns == 1
+        assert conn.sock.fileno() != -1  # still open: the graceful loop answers a next request, or times it out
+    finally:
+        worker.tpool.shutdown(wait=True)
+        server.close()
+        client.close()
+        for listener in worker.sockets:
+            listener.close()
+
+
 # --- exported (pt2) models land on one device -----------------------------------------------------
 
 class BakesADevice(nn.Module):
