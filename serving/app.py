@@ -114,7 +114,7 @@ def _register_routes(app: Flask, served: ServedModel) -> None:
         g.served = served.current
 
     @app.after_request
-    def security_headers(response):
+    def model_and_security_headers(response):
         predictor = g.served.predictor if "served" in g else served.current.predictor
         response.headers["X-Model-Name"] = predictor.identity.name
         response.headers["X-Model-Version"] = predictor.identity.version

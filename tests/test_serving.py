@@ -107,6 +107,22 @@ def test_health_names_the_model(client, model_dir):
     assert body["model"]["version"].startswith("sha256:")
 
 
+def test_every_answer_names_the_model_in_its_headers(client):
+    version = client.get("/health").json["model"]["version"]
+    for response in (client.get("/metadata"), client.get("/nothing-here"),
+                     client.post("/predict", data=upload((b"text", "notes.txt"))),
+                     client.post("/predict", data=upload((encode(picture(1)), "pet.png")))):
+        assert response.headers["X-Model-Name"] == "train"
+        assert response.headers["X-Model-Version"] == version
+
+
+def test_health_says_where_the_model_comes_from_and_why(client, model_dir):
+    body = client.get("/health").json
+    assert Path(body["model"]["source"]).resolve() == model_dir.resolve()
+    assert body["source_reason"] == "SERVE_MODEL names it."
+    assert client.get("/metadata").json["source_reason"] == "SERVE_MODEL names it."
+
+
 def test_metadata_reports_classes_size_metrics_and_limits(client):
     body = client.get("/metadata").json
     assert body["classes"] == CLASSES
