@@ -11,6 +11,12 @@ The service (``serving/``) and the ``predict`` stage (:mod:`lifecycle.prediction
 orientation, any mode to RGB, one resize), the second through
 :func:`lifecycle.models.class_probabilities`, the forward path ``evaluate`` scores models
 with, so a model answers in production exactly as it was measured.
+
+Device: CUDA when present, else CPU. A loaded model must use that one device throughout
+(weights, buffers, constants and, for an exported pt2 model, its graph; see
+:func:`place_exported` and :func:`require_device`), and the forward path puts the inputs
+there, so model and inputs never meet on different devices; a model that cannot be placed
+is an error, not a silent fallback.
 """
 from __future__ import annotations
 
