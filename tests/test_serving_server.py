@@ -78,9 +78,9 @@ READ_TIMEOUT = 4.0
 
 @pytest.fixture
 def served(tmp_path):
-    # --timeout 2: gunicorn's worker heartbeat is shorter than the read timeout, so a worker killed
+    # --timeout 3: gunicorn's worker heartbeat is shorter than the read timeout, so a worker killed
     # because a thread waits on a stalled client would show (WORKER TIMEOUT, and a 500 or a reset).
-    server = Server(tmp_path, ("--timeout", "2"), SERVE_MODEL=str(make_model(tmp_path / "best")),
+    server = Server(tmp_path, ("--timeout", "3"), SERVE_MODEL=str(make_model(tmp_path / "best")),
                     SERVE_READ_TIMEOUT=str(READ_TIMEOUT), SERVE_REQUEST_TIMEOUT="8", SERVE_RELOAD_SECONDS="0")
     yield server, tmp_path / "best"
     server.stop()
