@@ -4,7 +4,7 @@ One command from any folder; environment variables adjust it (defaults in bracke
 
     SERVE_BIND             address to listen on [127.0.0.1:8000]; put a TLS proxy in front before 0.0.0.0
     SERVE_WORKERS          worker processes, each with its own copy of the model [2]
-    SERVE_THREADS          threads per worker: requests a worker answers at once, stalled ones included [16]
+    SERVE_THREADS          threads per worker: requests a worker answers at once, stalled ones included [32]
     SERVE_READ_TIMEOUT     seconds a request may send nothing before it gets a 408 or is closed [10]
     SERVE_REQUEST_TIMEOUT  seconds to receive a whole request, headers and body [30]
     SERVE_PIDFILE          write the master's process id here, for ``kill -HUP`` [none]
@@ -47,7 +47,7 @@ chdir = str(ROOT)
 bind = [os.environ.get("SERVE_BIND") or "127.0.0.1:8000"]
 workers = _positive_int("SERVE_WORKERS", 2)
 worker_class = "serving.worker.DeadlineThreadWorker"
-threads = _positive_int("SERVE_THREADS", 16)
+threads = _positive_int("SERVE_THREADS", 32)  # room for 16 stalled clients and 8 busy ones on ONE worker
 timeout_setting(READ_TIMEOUT), timeout_setting(REQUEST_TIMEOUT)  # a bad value stops the master, naming it
 timeout = 30           # heartbeat: a worker whose main loop is silent this long is restarted
 graceful_timeout = 40  # after HUP or TERM, in-flight requests get this long (over the request timeout)
