@@ -1,13 +1,21 @@
 """Bounded load test, on loopback only: this service under gunicorn vs `mlflow models serve`, same model.
 
     python benchmarks/load_test.py [--model models/best | --demo] [--requests 2000] [--concurrency 8]
+                                   [--stalled 16] [--compare-sync]
 
 Starts both servers on free 127.0.0.1 ports with the same number of workers and torch
 threads, checks that they give the same answers for the sample images, then sends each one
 ``--requests`` requests from ``--concurrency`` client threads (one at a time, so the servers
 never compete) and prints p50/p99 latency, requests per second and errors side by side. It
 stops by itself after the requests or ``--max-seconds`` per server, whichever comes first,
-and exits 1 if any request failed.
+and exits 1 if any request to this service or MLflow failed.
+
+The service runs under its production command (``gunicorn -c serving/gunicorn.conf.py``)
+and is measured twice: clean, then again while ``--stalled`` connections (default 16) sit
+open having sent headers and part of a multipart body (benchmarks/stalled_clients.py; one
+the server closes is replaced at once). ``--compare-sync`` also measures the previous
+production command (gunicorn's sync workers, ``-w N``) both ways, as the baseline; its
+errors under stalled clients are reported, not failed on.
 
 What each server does per request differs, on purpose, as a client would see it:
 - Flask (this service): receives the image file (multipart), decodes, resizes and
@@ -43,6 +51,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.stalled_clients import StalledClients  # noqa: E402
 from lifecycle.core import paths  # noqa: E402
 from lifecycle.core.images import ImageDecodeError, load_array  # noqa: E402
 from lifecycle.models import to_model_input  # noqa: E402
@@ -61,10 +70,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads per worker, for both servers")
     parser.add_argument("--max-seconds", type=float, default=300, help="stop a server's run after this long")
     parser.add_argument("--images", type=Path, default=paths.RAW_IMAGES, help="sample images (default data/raw/images)")
+    parser.add_argument("--stalled", type=int, default=16, help="stalled connections held open in the second run "
+                        "against the service (0: no such run)")
+    parser.add_argument("--compare-sync", action="store_true", help="also measure the previous production command, "
+                        "gunicorn sync workers, clean and with the stalled connections")
+    parser.add_argument("--no-mlflow", action="store_true", help="measure only this service")
     parser.add_argument("--output", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
-    if args.requests < 1 or args.concurrency < 1 or args.workers < 1:
-        parser.error("--requests, --concurrency and --workers must be positive")
+    if args.requests < 1 or args.concurrency < 1 or args.workers < 1 or args.stalled < 0:
+        parser.error("--requests, --concurrency and --workers must be positive, --stalled not negative")
     return args
 
 
@@ -192,6 +206,27 @@ def load(send, total: int, concurrency: int, max_seconds: float) -> dict:
             "error_kinds": sorted(set(errors))}
 
 
+SYNC_BASELINE = "flask+gunicorn sync (before)"
+STALLED_RUN_CLIENT_TIMEOUT = 10.0  # seconds a client waits for an answer in the runs with stalled connections
+STALLED_RUN_MAX_SECONDS = 60.0     # a server that stalled clients block (the sync baseline) is given this long
+
+
+def load_with_stalled(send, port: int, args: argparse.Namespace) -> dict:
+    """The same load while ``args.stalled`` stalled connections are held open against ``port``."""
+    with StalledClients(HOST, port, args.stalled) as stalled:
+        time.sleep(1.0)  # the server has accepted them and is waiting on their bodies
+        result = load(send, args.requests, args.concurrency, min(args.max_seconds, STALLED_RUN_MAX_SECONDS))
+        result["load_average_after"] = round(os.getloadavg()[0], 2)
+    answers: dict[str, int] = {}
+    for status, _ in stalled.closed:
+        answers[status or "closed without an answer"] = answers.get(status or "closed without an answer", 0) + 1
+    held = sorted(seconds for _, seconds in stalled.closed)
+    result["stalled"] = {"held_open": args.stalled, "closed_by_server": len(stalled.closed), "answers": answers,
+                         "median_seconds_until_closed": round(held[len(held) // 2], 1) if held else None,
+                         "failed_to_open": len(stalled.open_errors)}
+    return result
+
+
 def main() -> None:
     args = parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="load-test-"))
@@ -212,26 +247,36 @@ def main() -> None:
                SERVE_TORCH_THREADS=str(args.torch_threads), SERVE_MODEL=str(model_dir.resolve()),
                MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")  # mlflow execs uvicorn
-    flask_port, mlflow_port = free_port(), free_port()
+    flask_port, sync_port, mlflow_port = free_port(), free_port(), free_port()
     mlflow_dir = scratch / "mlflow-model"
     print(f"model {spec.architecture} {spec.image_size}px from {model_dir}; {len(images)} sample images; "
           f"{args.requests} requests x {args.concurrency} clients per server; {args.workers} workers, "
           f"{args.torch_threads} torch thread(s) each", file=sys.stderr)
-    save_mlflow_model(model_dir, mlflow_dir)
+    if not args.no_mlflow:
+        save_mlflow_model(model_dir, mlflow_dir)
 
-    servers = {
-        "flask+gunicorn": ([sys.executable, "-m", "gunicorn", "-w", str(args.workers), "-b", f"{HOST}:{flask_port}",
-                            "--no-control-socket", "serving:create_app()"], f"http://{HOST}:{flask_port}/health"),
+    env.update(SERVE_BIND=f"{HOST}:{flask_port}", SERVE_WORKERS=str(args.workers))
+    servers = {  # name: (command, health URL, port)
+        "flask+gunicorn": ([sys.executable, "-m", "gunicorn", "-c", "serving/gunicorn.conf.py"],
+                           f"http://{HOST}:{flask_port}/health", flask_port),
         "mlflow models serve": ([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(mlflow_dir),
                                  "--env-manager", "local", "-h", HOST, "-p", str(mlflow_port),
-                                 "-w", str(args.workers)], f"http://{HOST}:{mlflow_port}/ping"),
+                                 "-w", str(args.workers)], f"http://{HOST}:{mlflow_port}/ping", mlflow_port),
     }
+    if args.no_mlflow:
+        del servers["mlflow models serve"]
+    if args.compare_sync:  # the production command before issue 10
+        servers[SYNC_BASELINE] = ([sys.executable, "-m", "gunicorn", "-w", str(args.workers), "-b",
+                                   f"{HOST}:{sync_port}", "--no-control-socket", "serving:create_app()"],
+                                  f"http://{HOST}:{sync_port}/health", sync_port)
 
-    def send_flask(session: requests.Session, i: int) -> bool:
-        k = i % len(images)
-        response = session.post(f"http://{HOST}:{flask_port}/predict", files={"image": (f"{k}.jpg", images[k])},
-                                timeout=60)
-        return response.status_code == 200 and response.json()["prediction"] == int(np.argmax(expected[k]))
+    def flask_sender(port: int, timeout: float):
+        def send_flask(session: requests.Session, i: int) -> bool:
+            k = i % len(images)
+            response = session.post(f"http://{HOST}:{port}/predict", files={"image": (f"{k}.jpg", images[k])},
+                                    timeout=timeout)
+            return response.status_code == 200 and response.json()["prediction"] == int(np.argmax(expected[k]))
+        return send_flask
 
     def send_mlflow(session: requests.Session, i: int) -> bool:
         k = i % len(images)
@@ -240,28 +285,38 @@ def main() -> None:
         return response.status_code == 200 and int(np.argmax(response.json()["predictions"][0])) == int(np.argmax(expected[k]))
 
     results = {}
-    for name, send in [("flask+gunicorn", send_flask), ("mlflow models serve", send_mlflow)]:
-        command, health = servers[name]
-        process = start(command, env, health, scratch / f"{name.split()[0]}.log")
+    for name, (command, health, port) in servers.items():
+        send = send_mlflow if name.startswith("mlflow") else flask_sender(port, timeout=60)
+        process = start(command, env, health, scratch / f"{name.split()[0]}-{port}.log")
         try:
             for i in range(len(images)):  # warm up, and check both serve the same model
                 assert send(requests.Session(), i), f"{name} answered image {i} differently from the model"
             results[name] = load(send, args.requests, args.concurrency, args.max_seconds)
             results[name]["load_average_after"] = round(os.getloadavg()[0], 2)  # other work on the machine skews figures
+            if args.stalled and not name.startswith("mlflow"):
+                # A shorter client timeout: a request the server cannot answer shows up as an error, not a hang.
+                results[f"{name}, {args.stalled} stalled clients"] = load_with_stalled(
+                    flask_sender(port, timeout=STALLED_RUN_CLIENT_TIMEOUT), port, args)
         finally:
             stop(process)
 
     print(f"\n| server | requests | errors | req/s | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         print(f"| {name} | {r['requests']} | {r['errors']} | {r['requests_per_second']} | {r['p50_ms']} | {r['p99_ms']} |")
-    flask, mlflow = results["flask+gunicorn"], results["mlflow models serve"]
-    print(f"\nflask/mlflow: {flask['requests_per_second'] / mlflow['requests_per_second']:.2f}x the throughput, "
-          f"{flask['p50_ms'] / mlflow['p50_ms']:.2f}x the p50 latency; 1-minute load average after each run: "
-          f"{flask['load_average_after']}, {mlflow['load_average_after']} on {os.cpu_count()} CPUs")
+    for name, r in results.items():
+        if "stalled" in r:
+            print(f"{name}: {r['stalled']}")
+    flask, mlflow = results["flask+gunicorn"], results.get("mlflow models serve")
+    if mlflow:
+        print(f"\nflask/mlflow: {flask['requests_per_second'] / mlflow['requests_per_second']:.2f}x the throughput, "
+              f"{flask['p50_ms'] / mlflow['p50_ms']:.2f}x the p50 latency; 1-minute load average after each run: "
+              f"{flask['load_average_after']}, {mlflow['load_average_after']} on {os.cpu_count()} CPUs")
+    print("1-minute load average after each run: " + ", ".join(
+        f"{name} {r['load_average_after']}" for name, r in results.items()) + f" ({os.cpu_count()} CPUs)")
     if args.output:
         args.output.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()},
                                            "results": results}, indent=2) + "\n")
-    if any(r["errors"] for r in results.values()):
+    if any(r["errors"] for name, r in results.items() if not name.startswith(SYNC_BASELINE)):
         raise SystemExit(f"errors: {({n: r['error_kinds'] for n, r in results.items()})}; server logs in {scratch}")
     shutil.rmtree(scratch, ignore_errors=True)
 

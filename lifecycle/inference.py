@@ -11,6 +11,12 @@ The service (``serving/``) and the ``predict`` stage (:mod:`lifecycle.prediction
 orientation, any mode to RGB, one resize), the second through
 :func:`lifecycle.models.class_probabilities`, the forward path ``evaluate`` scores models
 with, so a model answers in production exactly as it was measured.
+
+Device: CUDA when present, else CPU. A loaded model must use that one device throughout
+(weights, buffers, constants and, for an exported pt2 model, its graph; see
+:func:`place_exported` and :func:`require_device`), and the forward path puts the inputs
+there, so model and inputs never meet on different devices; a model that cannot be placed
+is an error, not a silent fallback.
 """
 from __future__ import annotations
 
@@ -42,6 +48,7 @@ from lifecycle.models import (
 MLFLOW_URI_PREFIXES = ("models:/", "runs:/", "file:", "mlflow-artifacts:", "s3://", "gs://", "wasbs://", "abfss://",
                        "hdfs://", "dbfs:/", "http://", "https://")
 MLFLOW_SIDECAR = f"extra_files/{SIDECAR_FILE}"  # where mlflow.pytorch.log_model(extra_files=[...]) puts it
+EXPORTED_FILE = "model.pt2"  # mlflow.pytorch's pt2 format: a torch.export archive in the model's data/
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +122,7 @@ def load_predictor(source: str | Path | None = None, device: torch.device | None
             f"first (dvc repro select) or point at an MLflow model URI such as models:/name@alias."
         )
     model, spec = load_model(folder, device=device)
+    require_device(model, device, paths.relative(folder))
     digest = _digest(folder / WEIGHTS_FILE)
     info = spec.info or {}
     identity = ModelIdentity(
@@ -125,6 +133,54 @@ def load_predictor(source: str | Path | None = None, device: torch.device | None
         digest=digest,
     )
     return Predictor(model, spec, identity, device)
+
+
+def place_exported(path: Path, device: torch.device) -> torch.nn.Module:
+    """A ``torch.export`` archive (``.pt2``) as a module whose weights, constants and graph all use ``device``.
+
+    An exported program records the device it was traced on, not only in its weights but in
+    its graph (``torch.ones(..., device=x.device)`` becomes ``device=cpu``) and in lifted
+    constants that are plain attributes: ``module.to(device)`` moves the weights and leaves
+    those behind. ``move_to_device_pass`` rewrites all three.
+    """
+    from torch.export.passes import move_to_device_pass
+
+    try:
+        program = move_to_device_pass(torch.export.load(str(path)), device)
+    except Exception as error:
+        raise UserError(f"cannot move the exported model {path} to {device}: {str(error).splitlines()[0]}") from None
+    return program.module()
+
+
+def tensor_devices(model: Any) -> set[torch.device]:
+    """Every device ``model`` uses: parameters, buffers, tensor attributes, and devices named in an FX graph."""
+    if not isinstance(model, torch.nn.Module):
+        return set()
+    found = {tensor.device for tensor in [*model.parameters(), *model.buffers()]}
+    for module in model.modules():
+        found |= {value.device for value in vars(module).values() if isinstance(value, torch.Tensor)}
+        graph = getattr(module, "graph", None)
+        for node in getattr(graph, "nodes", ()):
+            named = [node.kwargs.get("device"), *node.args]
+            found |= {torch.device(d) for d in named if isinstance(d, torch.device)}
+    return {_canonical(d) for d in found}
+
+
+def require_device(model: Any, device: torch.device, source: str) -> None:
+    """Raise unless every tensor and graph device of ``model`` is ``device``: inputs go there too."""
+    devices = tensor_devices(model)
+    if devices - {_canonical(device)}:
+        raise UserError(
+            f"the model '{source}' did not land on {device}: it also uses {', '.join(sorted(map(str, devices)))}."
+        )
+
+
+def _canonical(device: torch.device | str) -> torch.device:
+    """``cuda`` and ``cuda:0`` are the same device when 0 is the current one."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def _digest(path: Path) -> str:
@@ -164,14 +220,15 @@ def _load_mlflow(uri: str, device: torch.device) -> Predictor:
             )
         spec = ModelSpec.from_dict(json.loads(sidecar.read_text()))
         try:
-            model = mlflow.pytorch.load_model(str(local))
+            model = mlflow.pytorch.load_model(str(local))  # for pt2: first checks the archive is pickle-free
         except MlflowException as error:
             raise UserError(f"cannot load the MLflow model '{uri}': {str(error).splitlines()[0]}") from None
-        if isinstance(model, torch.nn.Module):
-            try:
-                model = model.to(device)
-            except Exception:  # an exported (pt2) module cannot move devices; it runs where it was saved
-                pass
+        exported = local / "data" / EXPORTED_FILE
+        if exported.is_file() and tensor_devices(model) != {_canonical(device)}:
+            model = place_exported(exported, device)  # the archive mlflow just checked
+        elif isinstance(model, torch.nn.Module):
+            model = model.to(device)
+        require_device(model, device, uri)
         meta = yaml.safe_load((local / "MLmodel").read_text()) if (local / "MLmodel").is_file() else {}
         weights = next((p for p in (local / "data").glob("model.*") if p.is_file()), None) if (local / "data").is_dir() else None
         digest = _digest(weights) if weights else None

@@ -1,7 +1,8 @@
 """The /predict service: a Flask app over :class:`lifecycle.inference.Predictor`. No stage imports it.
 
-Production: ``gunicorn -w 2 -b 127.0.0.1:8000 'serving:create_app()'``;
-development: ``python -m serving``. The app itself: :mod:`serving.app`.
+Production: ``gunicorn -c serving/gunicorn.conf.py`` (threaded workers with read and request
+timeouts, :mod:`serving.worker`); development: ``python -m serving``. The app itself:
+:mod:`serving.app`; which model it serves and its hot reload: :mod:`serving.model_source`.
 """
 import os as _os
 

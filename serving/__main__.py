@@ -1,8 +1,9 @@
 """Development server: ``python -m serving [--host 127.0.0.1] [--port 5000] [--model PATH|URI]``.
 
 Werkzeug's server, threaded, never in debug mode (its debugger runs arbitrary code for
-whoever can reach it). Production runs the same app under gunicorn:
-``gunicorn -w 2 -b 127.0.0.1:8000 'serving:create_app()'``.
+whoever can reach it), and without the read and request timeouts that keep slow clients
+from holding the service: production runs the same app under gunicorn with them,
+``gunicorn -c serving/gunicorn.conf.py``.
 """
 from __future__ import annotations
 
@@ -17,18 +18,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     parser.add_argument("--model", default=None,
-                        help="model folder or MLflow URI (default: $SERVE_MODEL, else models/best)")
+                        help="model folder or MLflow URI (default: $SERVE_MODEL, else models:/cats-vs-dogs@champion "
+                             "if the tracking store has it, else models/best)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
+    import logging
+
     from serving import create_app
 
     args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = create_app({"SERVE_MODEL": args.model} if args.model else None)
-    identity = app.extensions["predictor"].identity
-    print(f"serving {identity.source} ({identity.name} {identity.version}) on http://{args.host}:{args.port}/ "
-          f"(development server; production: gunicorn, see docs)", file=sys.stderr)
+    served = app.extensions["served_model"].current
+    identity = served.predictor.identity
+    print(f"serving {identity.source} ({identity.name} {identity.version}; {served.choice.reason}) on "
+          f"http://{args.host}:{args.port}/ (development server; production: gunicorn -c serving/gunicorn.conf.py)",
+          file=sys.stderr)
     app.run(host=args.host, port=args.port, debug=False, use_reloader=False, threaded=True)
 
 

@@ -5,17 +5,22 @@ and HTTP requests.  out: JSON answers and a small upload page.
 
     POST /predict   multipart field ``image`` (repeat it for a batch) -> JSON
     GET  /          the upload page (static/index.html, no external resources)
-    GET  /health    liveness, and which model is loaded
+    GET  /health    liveness, and which model is served, from where and why
     GET  /metadata  model identity, classes, image size, normalisation, metrics, limits
 
-Production: ``gunicorn -w 2 -b 127.0.0.1:8000 'serving:create_app()'``.
-Development: ``python -m serving`` (127.0.0.1:5000, never debug mode).
+Every answer names the model that produced it: in the JSON of /predict, /health and
+/metadata, and in the ``X-Model-Name`` / ``X-Model-Version`` headers of every response.
+Which model, and the hot reload of a newly promoted one: :mod:`serving.model_source`.
+
+Production: ``gunicorn -c serving/gunicorn.conf.py`` (threads, read and request timeouts:
+see that file). Development: ``python -m serving`` (127.0.0.1:5000, never debug mode).
 
 Bad input is the client's mistake and always gets a 4xx with a JSON ``error`` sentence that
 says what was wrong: 400 for a request without a usable ``image`` field or with too many
 images, 413 for an upload over the byte limit or an image over the pixel limit (checked
-from the header, before decoding), 422 for a file that is not a readable image. Limits come
-from app config, else environment variables, else the defaults below (see :data:`SETTINGS`).
+from the header, before decoding), 422 for a file that is not a readable image, 408 when the
+server gave up waiting for the rest of the body (the server's read or request timeout). Limits
+come from app config, else environment variables, else the defaults below (see :data:`SETTINGS`).
 """
 from __future__ import annotations
 
@@ -26,12 +31,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from flask import Flask, jsonify, request, send_from_directory
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from flask import Flask, g, jsonify, request, send_from_directory
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from lifecycle.core.errors import UserError
 from lifecycle.core.images import ImageDecodeError, ImageTooLargeError
-from lifecycle.inference import Predictor, load_predictor
+from lifecycle.inference import Predictor
+from serving.model_source import ServedModel
 
 STATIC = Path(__file__).with_name("static")
 
@@ -42,7 +48,9 @@ SETTINGS: dict[str, tuple[str, type, Any, str]] = {
     "SERVE_MAX_IMAGES": ("SERVE_MAX_IMAGES", int, 16, "images in one request (400 above)"),
     "SERVE_MAX_PIXELS": ("SERVE_MAX_PIXELS", int, 40_000_000, "pixels in one image, from its header (413 above)"),
     "SERVE_TORCH_THREADS": ("SERVE_TORCH_THREADS", int, 0, "torch threads per worker; 0: torch's default"),
+    "SERVE_RELOAD_SECONDS": ("SERVE_RELOAD_SECONDS", int, 10, "seconds between checks for a promoted model; 0: never"),
 }
+ZERO_ALLOWED = {"SERVE_TORCH_THREADS", "SERVE_RELOAD_SECONDS"}
 
 log = logging.getLogger(__name__)
 
@@ -69,38 +77,47 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
                 raise UserError(f"environment variable {variable}={raw!r} must be an integer.") from None
         if overrides and key in overrides:
             value = overrides[key]
-        if kind is int and (not isinstance(value, int) or value < 0 or (value == 0 and key != "SERVE_TORCH_THREADS")):
+        if kind is int and (not isinstance(value, int) or value < 0 or (value == 0 and key not in ZERO_ALLOWED)):
             raise UserError(f"{key} (environment variable {variable}) must be a positive integer, got {value!r}.")
         settings[key] = value
     return settings
 
 
 def create_app(config: dict[str, Any] | None = None, predictor: Predictor | None = None) -> Flask:
-    """The Flask app serving ``predictor`` (default: load ``SERVE_MODEL``, i.e. models/best)."""
+    """The Flask app serving ``predictor``, else ``SERVE_MODEL``, else the default (:mod:`serving.model_source`)."""
     settings = load_settings(config)
     if settings["SERVE_TORCH_THREADS"]:
         torch.set_num_threads(settings["SERVE_TORCH_THREADS"])
-    predictor = predictor or load_predictor(settings["SERVE_MODEL"] or None)
+    served = ServedModel(settings["SERVE_MODEL"] or None, predictor)
 
     app = Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
     app.config.update({k: v for k, v in (config or {}).items() if k not in settings})
     app.config.update(settings)
     app.config["DEBUG"] = False
     app.json.sort_keys = False
-    app.extensions["predictor"] = predictor
+    app.extensions["served_model"] = served
+    served.watch(settings["SERVE_RELOAD_SECONDS"])
 
-    _register_routes(app, predictor)
+    _register_routes(app, served)
     _register_errors(app)
-    log.info("serving %s (%s %s)", predictor.identity.source, predictor.identity.name, predictor.identity.version)
     return app
 
 
-def _register_routes(app: Flask, predictor: Predictor) -> None:
-    identity = predictor.identity.to_dict()
-    short_identity = {"name": identity["name"], "version": identity["version"]}
+def _short_identity(predictor: Predictor) -> dict[str, str]:
+    return {"name": predictor.identity.name, "version": predictor.identity.version}
+
+
+def _register_routes(app: Flask, served: ServedModel) -> None:
+    @app.before_request
+    def pin_model():
+        # One model per request, even if a reload swaps it meanwhile: the answer names the one that computed it.
+        g.served = served.current
 
     @app.after_request
-    def security_headers(response):
+    def model_and_security_headers(response):
+        predictor = g.served.predictor if "served" in g else served.current.predictor
+        response.headers["X-Model-Name"] = predictor.identity.name
+        response.headers["X-Model-Version"] = predictor.identity.version
         # The page loads nothing from elsewhere; previews are blob: URLs of the user's own file.
         response.headers.setdefault(
             "Content-Security-Policy",
@@ -115,14 +132,18 @@ def _register_routes(app: Flask, predictor: Predictor) -> None:
 
     @app.get("/health")
     def health():
-        return jsonify({"status": "ok", "model": short_identity})
+        predictor = g.served.predictor
+        return jsonify({"status": "ok", "model": {**_short_identity(predictor), "source": predictor.identity.source},
+                        "source_reason": g.served.choice.reason})
 
     @app.get("/metadata")
     def metadata():
+        predictor = g.served.predictor
         spec = predictor.spec
         info = spec.info or {}
         return jsonify({
-            "model": identity,
+            "model": predictor.identity.to_dict(),
+            "source_reason": g.served.choice.reason,
             "architecture": spec.architecture,
             "classes": predictor.classes,
             "image_size": spec.image_size,
@@ -139,15 +160,16 @@ def _register_routes(app: Flask, predictor: Predictor) -> None:
 
     @app.post("/predict")
     def predict():
+        predictor = g.served.predictor
         uploads = _uploads(app.config["SERVE_MAX_IMAGES"])
         images = [_decode(predictor, data, name, len(uploads), app.config["SERVE_MAX_PIXELS"])
                   for name, data in uploads]
         answers = [predictor.describe(p) for p in predictor.predict(np.stack(images))]
         if len(answers) == 1:
-            return jsonify({**answers[0], "model": short_identity})
+            return jsonify({**answers[0], "model": _short_identity(predictor)})
         return jsonify({
             "predictions": [{"filename": name, **answer} for (name, _), answer in zip(uploads, answers)],
-            "model": short_identity,
+            "model": _short_identity(predictor),
         })
 
 
@@ -156,7 +178,15 @@ def _uploads(max_images: int) -> list[tuple[str, bytes]]:
     if request.mimetype != "multipart/form-data":
         sent = request.mimetype or "no body"
         raise BadRequest(f"send the image as multipart/form-data in the field 'image' (this request was {sent}).")
-    files = request.files.getlist("image")
+    try:
+        files = request.files.getlist("image")  # reads the body from the client
+    except (TimeoutError, ClientDisconnected) as error:
+        # Werkzeug reports a failed read as a disconnect; a TimeoutError behind it is the server's
+        # read or request timeout (serving/worker.py): the client stalled, and that is a 408.
+        timeout = error if isinstance(error, TimeoutError) else error.__context__
+        if not isinstance(timeout, TimeoutError):
+            raise
+        raise BadRequest(f"the request body did not arrive in time: {timeout}.", 408) from None
     if not files:
         other = sorted(set(request.files) | set(request.form))
         hint = f"; the request had only: {', '.join(repr(n) for n in other)}" if other else ""

@@ -107,6 +107,22 @@ def test_health_names_the_model(client, model_dir):
     assert body["model"]["version"].startswith("sha256:")
 
 
+def test_every_answer_names_the_model_in_its_headers(client):
+    version = client.get("/health").json["model"]["version"]
+    for response in (client.get("/metadata"), client.get("/nothing-here"),
+                     client.post("/predict", data=upload((b"text", "notes.txt"))),
+                     client.post("/predict", data=upload((encode(picture(1)), "pet.png")))):
+        assert response.headers["X-Model-Name"] == "train"
+        assert response.headers["X-Model-Version"] == version
+
+
+def test_health_says_where_the_model_comes_from_and_why(client, model_dir):
+    body = client.get("/health").json
+    assert Path(body["model"]["source"]).resolve() == model_dir.resolve()
+    assert body["source_reason"] == "SERVE_MODEL names it."
+    assert client.get("/metadata").json["source_reason"] == "SERVE_MODEL names it."
+
+
 def test_metadata_reports_classes_size_metrics_and_limits(client):
     body = client.get("/metadata").json
     assert body["classes"] == CLASSES
@@ -352,7 +368,7 @@ def test_debug_mode_asked_for_by_the_environment_is_refused_and_a_crash_shows_no
     monkeypatch.setenv("FLASK_DEBUG", "1")
     app = create_app({"SERVE_MODEL": str(model_dir)})
     assert app.debug is False
-    predictor = app.extensions["predictor"]
+    predictor = app.extensions["served_model"].current.predictor
     monkeypatch.setattr(predictor, "predict", lambda images: (_ for _ in ()).throw(RuntimeError("secret detail")))
     answer = app.test_client().post("/predict", data=upload((encode(picture()), "a.png")),
                                     content_type="multipart/form-data")
@@ -399,9 +415,9 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
 @pytest.fixture
 def gunicorn_server(model_dir):
     port = free_port()
-    env = dict(os.environ, SERVE_MODEL=str(model_dir), SERVE_MAX_UPLOAD_BYTES="100000", SERVE_TORCH_THREADS="1")
-    gunicorn = [sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "--no-control-socket",
-                "serving:create_app()"]
+    env = dict(os.environ, SERVE_MODEL=str(model_dir), SERVE_MAX_UPLOAD_BYTES="100000", SERVE_TORCH_THREADS="1",
+               SERVE_BIND=f"127.0.0.1:{port}", SERVE_WORKERS="1")
+    gunicorn = [sys.executable, "-m", "gunicorn", "-c", "serving/gunicorn.conf.py"]  # the production command
     process = subprocess.Popen(gunicorn, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(f"http://127.0.0.1:{port}/health", process)
@@ -425,12 +441,21 @@ def test_the_service_under_gunicorn(gunicorn_server, model_dir):
 
 
 def test_gunicorn_without_a_model_stops_with_the_reason(tmp_path):
-    env = dict(os.environ, SERVE_MODEL=str(tmp_path / "none"))
-    result = subprocess.run([sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{free_port()}",
-                             "--no-control-socket", "serving:create_app()"],
+    env = dict(os.environ, SERVE_MODEL=str(tmp_path / "none"), SERVE_BIND=f"127.0.0.1:{free_port()}", SERVE_WORKERS="1")
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "serving/gunicorn.conf.py"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "has no model.json and model.pt" in result.stderr and "Worker failed to boot" in result.stderr
+
+
+@pytest.mark.parametrize("variable, value", [("SERVE_THREADS", "lots"), ("SERVE_WORKERS", "0"),
+                                             ("SERVE_READ_TIMEOUT", "-1"), ("SERVE_REQUEST_TIMEOUT", "soon")])
+def test_a_bad_server_setting_stops_gunicorn_naming_it(variable, value):
+    env = dict(os.environ, SERVE_BIND=f"127.0.0.1:{free_port()}", **{variable: value})
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "serving/gunicorn.conf.py"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert f"environment variable {variable}={value!r} must be a positive" in result.stderr
 
 
 class Browser:
@@ -569,7 +594,8 @@ def mlflow_store(tmp_path_factory, model_dir):
         mlflow.MlflowClient().set_registered_model_alias("cats-vs-dogs", "champion", info.registered_model_version)
         local = folder / "local-model"
         mlflow.pytorch.save_model(path=str(local), **mlflow_model_arguments(model_dir))
-        yield {"run_id": run.info.run_id, "version": str(info.registered_model_version), "local": local}
+        yield {"run_id": run.info.run_id, "version": str(info.registered_model_version), "local": local,
+               "uri": f"sqlite:///{folder / 'mlflow.db'}", "experiment": experiment}
         mlflow.set_tracking_uri(None)
 
 
@@ -598,3 +624,66 @@ def test_an_mlflow_model_without_the_sidecar_is_a_user_error(mlflow_store, tmp_p
     shutil.rmtree(copy / "extra_files")
     with pytest.raises(UserError, match="extra_files/model.json"):
         create_app({"SERVE_MODEL": str(copy)})
+
+
+@pytest.mark.slow
+def test_the_registry_answers_alias_lookups_and_reports_an_unreadable_store(mlflow_store, tmp_path):
+    from serving.model_source import Registry, RegistryUnavailable
+
+    registry = Registry(mlflow_store["uri"])
+    assert registry.alias_version("cats-vs-dogs", "champion") == mlflow_store["version"]
+    assert registry.alias_version("cats-vs-dogs", "no-such-alias") is None
+    assert registry.alias_version("no-such-model", "champion") is None
+    garbage = tmp_path / "garbage.db"
+    garbage.write_text("this is not a database")
+    with pytest.raises(RegistryUnavailable, match="garbage.db"):
+        Registry(f"sqlite:///{garbage}").alias_version("cats-vs-dogs", "champion")
+
+
+@pytest.mark.slow
+def test_by_default_the_champion_is_served_and_followed_when_the_alias_moves(mlflow_store, model_dir, tmp_path,
+                                                                             monkeypatch):
+    """No SERVE_MODEL: the store's cats-vs-dogs@champion if it has one, else models/best; a moved alias is reloaded."""
+    import mlflow
+
+    from lifecycle.core import paths
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store["uri"])
+    monkeypatch.delenv("SERVE_MODEL", raising=False)
+    best = make_model(tmp_path / "best", seed=7)  # a different model in the folder than in the registry
+    monkeypatch.setattr(paths, "BEST_MODEL", best)
+    app = create_app({"SERVE_RELOAD_SECONDS": 0})
+    client = app.test_client()
+    data = encode(picture(13), "JPEG")
+
+    health = client.get("/health").json
+    assert health["model"] == {"name": "cats-vs-dogs", "version": mlflow_store["version"],
+                               "source": "models:/cats-vs-dogs@champion"}
+    assert "has cats-vs-dogs@champion" in health["source_reason"]
+    answer = client.post("/predict", data=upload((data, "pet.jpg")))
+    assert answer.headers["X-Model-Version"] == mlflow_store["version"]
+    np.testing.assert_allclose(list(answer.json["probabilities"].values()), offline_probabilities(model_dir, data),
+                               atol=2e-6)
+
+    registry = mlflow.MlflowClient(tracking_uri=mlflow_store["uri"], registry_uri=mlflow_store["uri"])
+    promoted = make_model(tmp_path / "promoted", seed=8)
+    with mlflow.start_run(experiment_id=mlflow_store["experiment"]):
+        version = mlflow.pytorch.log_model(name="model", registered_model_name="cats-vs-dogs",
+                                           **mlflow_model_arguments(promoted)).registered_model_version
+    try:
+        registry.set_registered_model_alias("cats-vs-dogs", "champion", version)
+        assert app.extensions["served_model"].refresh() is True
+        metadata = client.get("/metadata").json
+        assert metadata["model"]["version"] == str(version) and metadata["model"]["source"] == "models:/cats-vs-dogs@champion"
+        body = client.post("/predict", data=upload((data, "pet.jpg"))).json
+        assert body["model"]["version"] == str(version)
+        np.testing.assert_allclose(list(body["probabilities"].values()), offline_probabilities(promoted, data), atol=2e-6)
+
+        registry.delete_registered_model_alias("cats-vs-dogs", "champion")  # no champion: models/best
+        assert app.extensions["served_model"].refresh() is True
+        health = client.get("/health").json
+        assert health["model"]["source"] == paths.relative(best) and "has no cats-vs-dogs@champion" in health["source_reason"]
+        body = client.post("/predict", data=upload((data, "pet.jpg"))).json
+        np.testing.assert_allclose(list(body["probabilities"].values()), offline_probabilities(best, data), atol=2e-6)
+    finally:
+        registry.set_registered_model_alias("cats-vs-dogs", "champion", mlflow_store["version"])

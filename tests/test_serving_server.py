@@ -1,0 +1,287 @@
+"""The production command on loopback: stalled clients cannot stop it, and a promoted model is picked up
+while requests keep being answered (by the watcher, and by gunicorn's HUP).
+
+Each test starts ``gunicorn -c serving/gunicorn.conf.py`` as a user would, with a tiny model
+and shorter timeouts set through the documented environment variables. Every wait is bounded.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import torch
+
+from benchmarks.stalled_clients import open_stalled, wait_closed
+from lifecycle.models import ModelSpec, SeedCNN, save_model
+from tests.test_serving import CLASSES, encode, free_port, make_model, offline_probabilities, picture
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+class Server:
+    """``gunicorn -c serving/gunicorn.conf.py`` in its own process group, its log in a file."""
+
+    def __init__(self, tmp_path: Path, extra_args: tuple[str, ...] = (), **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp_path / f"gunicorn-{self.port}.log"
+        self.pidfile = tmp_path / f"gunicorn-{self.port}.pid"
+        environment = dict(os.environ, SERVE_BIND=f"127.0.0.1:{self.port}", SERVE_TORCH_THREADS="1",
+                           SERVE_PIDFILE=str(self.pidfile), **env)
+        environment.pop("MLFLOW_TRACKING_URI", None)
+        self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "serving/gunicorn.conf.py",
+                                         *extra_args], cwd=ROOT, env=environment, stdout=open(self.log_path, "w"),
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"gunicorn exited {self.process.returncode}: {self.log()}"
+            try:
+                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise AssertionError(f"{self.url} did not answer within 120 s: {self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def predict(url: str, data: bytes, timeout: float = 30) -> requests.Response:
+    return requests.post(f"{url}/predict", files={"image": ("pet.jpg", data)}, timeout=timeout)
+
+
+# --- slow clients ----------------------------------------------------------------------------------
+
+READ_TIMEOUT = 4.0
+
+
+@pytest.fixture
+def served(tmp_path):
+    # --timeout 3: gunicorn's worker heartbeat is shorter than the read timeout, so a worker killed
+    # because a thread waits on a stalled client would show (WORKER TIMEOUT, and a 500 or a reset).
+    server = Server(tmp_path, ("--timeout", "3"), SERVE_MODEL=str(make_model(tmp_path / "best")),
+                    SERVE_READ_TIMEOUT=str(READ_TIMEOUT), SERVE_REQUEST_TIMEOUT="8", SERVE_RELOAD_SECONDS="0")
+    yield server, tmp_path / "best"
+    server.stop()
+
+
+def test_sixteen_stalled_clients_do_not_stop_the_service(served):
+    server, model_dir = served
+    data = encode(picture(20), "JPEG")
+    assert predict(server.url, data).status_code == 200  # warm: the first request of a worker pays for setup
+
+    stalled = [open_stalled("127.0.0.1", server.port) for _ in range(16)]
+    opened = time.monotonic()
+    try:
+        time.sleep(1.0)  # the server has taken them in and is waiting on their bodies
+        for _ in range(5):
+            began = time.monotonic()
+            response = predict(server.url, data, timeout=5)
+            elapsed = time.monotonic() - began
+            assert response.status_code == 200 and elapsed < 1.0, (response.status_code, elapsed)
+            np.testing.assert_allclose(list(response.json()["probabilities"].values()),
+                                       offline_probabilities(model_dir, data), atol=2e-6)
+
+        deadline = time.monotonic() + READ_TIMEOUT + 20  # one bound for all sixteen
+        outcomes = [wait_closed(sock, timeout=max(0.01, deadline - time.monotonic())) for sock in stalled]
+    finally:
+        for sock in stalled:
+            sock.close()
+    for status, _ in outcomes:
+        assert status is not None, "a stalled connection was left open, or closed without its 408"
+        assert status.startswith("HTTP/1.1 408"), status
+    open_for = time.monotonic() - opened
+    assert READ_TIMEOUT - 0.5 < open_for < READ_TIMEOUT + 20  # closed by the read timeout, not before
+    log = server.log()
+    assert log.count("no data from the client for 4 s") == 16
+    assert "WORKER TIMEOUT" not in log and "Traceback" not in log
+    assert predict(server.url, data).status_code == 200
+
+
+def test_a_client_stalling_in_its_headers_is_closed_and_one_trickling_its_body_gets_408(served):
+    server, _ = served
+    import socket
+
+    headers_only = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    headers_only.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; bou")
+    trickle = open_stalled("127.0.0.1", server.port)
+    stop = threading.Event()
+
+    def drip() -> None:  # one byte every second: never silent for the read timeout, slower than the request timeout
+        while not stop.wait(1.0):
+            try:
+                trickle.send(b"\0")
+            except OSError:
+                return
+
+    dripping = threading.Thread(target=drip)
+    dripping.start()
+    began = time.monotonic()
+    try:
+        status, _ = wait_closed(headers_only, timeout=READ_TIMEOUT + 20)
+        assert status is None  # no request to answer yet: the connection is closed
+        status, _ = wait_closed(trickle, timeout=30)
+        assert status is not None and status.startswith("HTTP/1.1 408"), status
+        assert 7.0 < time.monotonic() - began < 30  # the request timeout (8 s), not the read timeout
+    finally:
+        stop.set()
+        dripping.join()
+        headers_only.close()
+        trickle.close()
+    log = server.log()
+    assert "the request was not received within 8 s" in log and "Traceback" not in log
+
+
+def test_the_production_command_keeps_the_limits(served):
+    server, _ = served
+    big = requests.post(f"{server.url}/predict", files={"image": ("big.jpg", b"\0" * 50_000_000)}, timeout=60)
+    assert big.status_code == 413 and "16777216 bytes" in big.json()["error"]
+    many = [("image", (f"{i}.jpg", b"x")) for i in range(200)]
+    answer = requests.post(f"{server.url}/predict", files=many, timeout=60)
+    assert answer.status_code == 400 and "too many images: 200" in answer.json()["error"]
+    assert requests.post(f"{server.url}/predict", json={"image": "x"}, timeout=30).status_code == 400
+
+
+# --- hot reload ------------------------------------------------------------------------------------
+
+class SteadyClients:
+    """``count`` threads posting one image in a loop; every answer kept as (status, version, probabilities)."""
+
+    def __init__(self, url: str, data: bytes, count: int = 4) -> None:
+        self.url, self.data = url, data
+        self.answers: list[tuple[int | str, str | None, list[float] | None]] = []
+        self.seconds: list[float] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(count)]
+
+    def _run(self) -> None:
+        session = requests.Session()
+        while not self._stop.is_set():
+            began = time.monotonic()
+            try:
+                response = session.post(f"{self.url}/predict", files={"image": ("pet.jpg", self.data)}, timeout=60)
+                body = response.json() if response.status_code == 200 else {}
+                self.answers.append((response.status_code, body.get("model", {}).get("version"),
+                                     list(body.get("probabilities", {}).values()) or None))
+            except requests.RequestException as error:
+                self.answers.append((type(error).__name__, None, None))
+            self.seconds.append(time.monotonic() - began)
+
+    def summary(self) -> str:
+        ms = np.array(self.seconds) * 1000
+        failed = sum(1 for status, _, _ in self.answers if status != 200)
+        return (f"{len(self.answers)} requests, {failed} failed, p50 {np.percentile(ms, 50):.0f} ms, "
+                f"p99 {np.percentile(ms, 99):.0f} ms, max {ms.max():.0f} ms")
+
+    def __enter__(self) -> "SteadyClients":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=90)
+
+
+def wait_for_version(url: str, version: str, timeout: float = 60, in_a_row: int = 8) -> None:
+    """Until ``in_a_row`` consecutive /metadata answers (from any worker) name ``version``."""
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while time.monotonic() < deadline:
+        try:
+            body = requests.get(f"{url}/metadata", timeout=30).json()
+            seen = seen + 1 if body["model"]["version"] == version else 0
+        except requests.RequestException:
+            seen = 0
+        if seen >= in_a_row:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"/metadata did not settle on version {version} within {timeout} s")
+
+
+def check_answers(answers, versions: dict[str, Path], data: bytes) -> None:
+    """Every request succeeded, and each answer came from the model version it names."""
+    assert answers, "no requests were sent"
+    failures = [a for a in answers if a[0] != 200]
+    assert not failures, f"{len(failures)} of {len(answers)} requests failed: {failures[:3]}"
+    expected = {version: offline_probabilities(folder, data) for version, folder in versions.items()}
+    for _, version, probabilities in answers:
+        assert version in expected, version
+        np.testing.assert_allclose(probabilities, expected[version], atol=2e-6)
+
+
+def versioned_model(folder: Path, version: str, seed: int) -> Path:
+    """The tiny model with ``info.version`` set, the version the service names."""
+    torch.manual_seed(seed)
+    spec = ModelSpec(architecture="seed_cnn", classes=CLASSES, image_size=32, arguments={"channels": [8]},
+                     info={"stage": "train", "version": version})
+    save_model(SeedCNN(image_size=32, channels=(8,)), spec, folder)
+    return folder
+
+
+def test_a_promoted_model_is_picked_up_while_requests_keep_succeeding(tmp_path):
+    live = versioned_model(tmp_path / "best", "v1", seed=0)
+    versions = {"v1": versioned_model(tmp_path / "v1", "v1", seed=0), "v2": versioned_model(tmp_path / "v2", "v2", seed=1)}
+    server = Server(tmp_path, SERVE_MODEL=str(live), SERVE_RELOAD_SECONDS="1")
+    data = encode(picture(21), "JPEG")
+    try:
+        with SteadyClients(server.url, data) as clients:
+            time.sleep(1.0)
+            versioned_model(live, "v2", seed=1)  # the promotion: models/best replaced, as dvc repro select does
+            wait_for_version(server.url, "v2")
+            time.sleep(1.0)
+        print(f"\nthrough a reload by the watcher: {clients.summary()}")
+        check_answers(clients.answers, versions, data)
+        assert {version for _, version, _ in clients.answers} == {"v1", "v2"}
+        assert clients.answers[-1][1] == "v2"
+        assert requests.get(f"{server.url}/health", timeout=10).json()["model"]["version"] == "v2"
+        assert server.log().count("reloaded: now serving") == 2  # once per worker, no restart
+    finally:
+        server.stop()
+
+
+def test_gunicorns_hup_reloads_without_dropping_requests(tmp_path):
+    live = versioned_model(tmp_path / "best", "v1", seed=0)
+    versions = {"v1": versioned_model(tmp_path / "v1", "v1", seed=0), "v2": versioned_model(tmp_path / "v2", "v2", seed=1)}
+    server = Server(tmp_path, SERVE_MODEL=str(live), SERVE_RELOAD_SECONDS="0")  # no watcher: only HUP reloads
+    data = encode(picture(22), "JPEG")
+    try:
+        with SteadyClients(server.url, data) as clients:
+            time.sleep(1.0)
+            versioned_model(live, "v2", seed=1)
+            time.sleep(1.5)
+            assert requests.get(f"{server.url}/metadata", timeout=10).json()["model"]["version"] == "v1"
+            master = int(server.pidfile.read_text())
+            os.kill(master, signal.SIGHUP)  # the documented command: kill -HUP $(cat $SERVE_PIDFILE)
+            wait_for_version(server.url, "v2")
+            time.sleep(1.0)
+        print(f"\nthrough a HUP: {clients.summary()}")
+        check_answers(clients.answers, versions, data)
+        assert clients.answers[-1][1] == "v2"
+        log = server.log()
+        assert "Hang up: Master" in log
+        assert len(re.findall(r"Booting worker", log)) == 4  # two old workers retired, two new ones
+    finally:
+        server.stop()

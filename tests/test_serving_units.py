@@ -1,0 +1,341 @@
+"""The service's parts that need no server: which model is served and its reload, the worker's timeouts
+and accept gating, and exported (pt2) models placed on one device."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import selectors
+import socket
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lifecycle.core.errors import UserError
+from lifecycle.inference import Predictor, load_predictor, place_exported, require_device, tensor_devices
+from serving.model_source import RegistryUnavailable, ServedModel, choose_model, folder_key
+from serving.worker import ClientTimeout, DeadlineSocket, DeadlineThreadWorker
+from tests.test_serving import make_model
+
+
+# --- which model: SERVE_MODEL, else the champion alias, else models/best --------------------------
+
+class FakeRegistry:
+    """The alias lookups of serving.model_source.Registry, answered from a dict (or failing on demand)."""
+
+    def __init__(self, aliases: dict[str, str] | None = None) -> None:
+        self.store = "sqlite:///fake.db"
+        self.aliases = aliases or {}
+        self.down = False
+
+    def alias_version(self, name: str, alias: str) -> str | None:
+        if self.down:
+            raise RegistryUnavailable(f"{self.store}: database is locked")
+        return self.aliases.get(f"{name}@{alias}")
+
+
+class Loads:
+    """A loader that records what it was asked for and returns a real tiny predictor per source."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.asked: list[str] = []
+
+    def __call__(self, source: str) -> Predictor:
+        self.asked.append(source)
+        predictor = load_predictor(self.folder)
+        version = source.rsplit("/", 1)[-1] if source.startswith("models:/") else predictor.identity.version
+        return Predictor(predictor.model, predictor.spec, dataclasses.replace(predictor.identity, version=version),
+                         predictor.device)
+
+
+def test_without_a_tracking_store_the_default_is_models_best(tmp_path):
+    best = make_model(tmp_path / "best")
+    choice = choose_model(None, None, best)
+    assert choice.load == str(best)
+    assert "no tracking store" in choice.reason
+
+
+def test_a_store_without_the_champion_alias_means_models_best(tmp_path):
+    best = make_model(tmp_path / "best")
+    choice = choose_model(None, FakeRegistry({"cats-vs-dogs@candidate": "4"}), best)
+    assert choice.load == str(best)
+    assert "has no cats-vs-dogs@champion" in choice.reason
+
+
+def test_the_champion_alias_is_the_default_and_loaded_by_its_version(tmp_path):
+    choice = choose_model(None, FakeRegistry({"cats-vs-dogs@champion": "3"}), tmp_path / "best")
+    assert choice.load == "models:/cats-vs-dogs/3"  # the version, so the alias cannot move mid-load
+    assert choice.shown == "models:/cats-vs-dogs@champion"
+    assert "version 3" in choice.reason
+
+
+def test_serve_model_wins_over_the_default(tmp_path):
+    folder = make_model(tmp_path / "mine")
+    choice = choose_model(str(folder), FakeRegistry({"cats-vs-dogs@champion": "3"}), tmp_path / "best")
+    assert choice.load == str(folder) and choice.reason == "SERVE_MODEL names it."
+    alias = choose_model("models:/other@prod", FakeRegistry({"other@prod": "7"}))
+    assert alias.load == "models:/other/7" and alias.shown == "models:/other@prod"
+    with pytest.raises(UserError, match="no model other with the alias staging"):
+        choose_model("models:/other@staging", FakeRegistry())
+    with pytest.raises(UserError, match="needs a tracking store"):
+        choose_model("models:/other@prod", None)
+
+
+def test_an_unreadable_registry_stops_the_start_with_the_reason(tmp_path):
+    registry = FakeRegistry()
+    registry.down = True
+    with pytest.raises(UserError, match="cannot read the model registry.*database is locked.*SERVE_MODEL=models/best"):
+        ServedModel(None, registry=registry, best=make_model(tmp_path / "best"))
+
+
+def test_the_served_model_follows_the_champion_alias(tmp_path, caplog):
+    best = make_model(tmp_path / "best")
+    registry = FakeRegistry()
+    loads = Loads(best)
+    served = ServedModel(None, load=loads, registry=registry, best=best)
+    assert served.current.choice.shown.endswith("best")
+    assert served.refresh() is False  # nothing changed: nothing loaded again
+    assert loads.asked == [str(best)]
+
+    registry.aliases["cats-vs-dogs@champion"] = "1"
+    with caplog.at_level(logging.INFO, logger="serving"):
+        assert served.refresh() is True
+    assert served.current.predictor.identity.version == "1"
+    assert served.current.predictor.identity.source == "models:/cats-vs-dogs@champion"
+    assert "now serving models:/cats-vs-dogs@champion" in caplog.text
+
+    registry.aliases["cats-vs-dogs@champion"] = "2"  # promotion moved the alias
+    assert served.refresh() is True and served.current.predictor.identity.version == "2"
+
+    registry.down = True  # a hiccup keeps the champion; it never falls back to models/best
+    assert served.refresh() is False and served.current.predictor.identity.version == "2"
+    registry.down = False
+    del registry.aliases["cats-vs-dogs@champion"]  # no champion any more: back to the folder
+    assert served.refresh() is True and served.current.choice.load == str(best)
+
+
+def test_a_replaced_model_folder_is_reloaded_and_a_broken_one_is_not(tmp_path):
+    folder = make_model(tmp_path / "best", seed=0)
+    served = ServedModel(str(folder), registry=None)
+    first = served.current.predictor.identity.version
+    time.sleep(0.01)
+    make_model(folder, seed=1)  # what `dvc repro select` / `dvc checkout` does to models/best
+    assert served.refresh() is True
+    assert served.current.predictor.identity.version not in (first, None)
+
+    second = served.current
+    (folder / "model.pt").write_bytes(b"half a file")
+    assert served.refresh() is False and served.current is second  # the old model keeps answering
+    assert served.refresh() is False  # and the broken files are not loaded again every poll
+
+
+def test_folder_key_changes_when_a_file_is_replaced(tmp_path):
+    folder = make_model(tmp_path / "m", seed=0)
+    before = folder_key(folder)
+    assert folder_key(folder) == before
+    make_model(folder, seed=1)
+    assert folder_key(folder) != before
+
+
+def test_the_watcher_swaps_the_model_and_stops_with_its_owner(tmp_path):
+    folder = make_model(tmp_path / "best", seed=0)
+    served = ServedModel(str(folder), registry=None)
+    first = served.current.predictor.identity.version
+    thread = served.watch(0.1)
+    make_model(folder, seed=2)
+    deadline = time.monotonic() + 20
+    while served.current.predictor.identity.version == first and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert served.current.predictor.identity.version != first
+    del served
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
+# --- the worker: read and request timeouts, and no accepting while saturated --------------------
+
+def deadline_pair(read_timeout: float, request_timeout: float) -> tuple[DeadlineSocket, socket.socket]:
+    server, client = socket.socketpair()
+    return DeadlineSocket.adopt(server, read_timeout, request_timeout), client
+
+
+def test_a_silent_client_times_out_after_the_read_timeout():
+    server, client = deadline_pair(read_timeout=0.3, request_timeout=30)
+    with server, client:
+        client.sendall(b"POST /predict HTTP/1.1\r\n")
+        assert server.recv(100).startswith(b"POST")
+        began = time.monotonic()
+        with pytest.raises(ClientTimeout, match="no data from the client for 0.3 s"):
+            server.recv(100)
+        assert 0.25 < time.monotonic() - began < 3
+        with pytest.raises(ClientTimeout):  # and the connection is done for
+            server.recv(100)
+
+
+def test_a_trickling_client_times_out_at_the_request_deadline():
+    server, client = deadline_pair(read_timeout=0.5, request_timeout=1.0)
+    stop = threading.Event()
+
+    def trickle():
+        while not stop.wait(0.1):
+            try:
+                client.send(b"x")
+            except OSError:
+                return
+
+    thread = threading.Thread(target=trickle)
+    thread.start()
+    began = time.monotonic()
+    try:
+        with pytest.raises(ClientTimeout, match="not received within 1 s"):
+            while True:
+                server.recv(1)
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+        client.close()
+    assert 0.9 < time.monotonic() - began < 4
+
+
+def test_a_callers_own_shorter_timeout_is_a_plain_timeout():
+    """gunicorn bounds its drain of an unread body itself; that must not count as the client's timeout."""
+    server, client = deadline_pair(read_timeout=10, request_timeout=30)
+    with server, client:
+        server.settimeout(0.2)
+        with pytest.raises(TimeoutError) as raised:
+            server.recv(10)
+        assert not isinstance(raised.value, ClientTimeout) and server.timed_out is None
+        assert server.gettimeout() == 0.2
+
+
+def gthread_worker(threads: int) -> DeadlineThreadWorker:
+    from gunicorn.config import Config
+
+    cfg = Config()
+    cfg.set("threads", threads)
+    listener = socket.create_server(("127.0.0.1", 0))
+    worker = DeadlineThreadWorker(1, 0, [listener], None, 30, cfg, logging.getLogger("test-worker"))
+    worker.poller = selectors.DefaultSelector()
+    worker.tpool = futures.ThreadPoolExecutor(max_workers=threads)
+    worker.method_queue.init()
+    return worker
+
+
+class FakeConnection:
+    def close(self, graceful: bool = False) -> None:
+        pass
+
+
+def test_a_worker_with_every_thread_busy_stops_accepting_until_one_is_free():
+    worker = gthread_worker(threads=2)
+    release = threading.Event()
+    worker.handle = lambda conn: release.wait(10) and False  # a request that holds its thread until released
+    try:
+        worker.set_accept_enabled(True)
+        assert worker._accepting
+        worker.enqueue_req(FakeConnection())
+        assert worker._accepting  # one of two threads busy
+        worker.enqueue_req(FakeConnection())
+        assert not worker._accepting  # both busy: new connections go to another worker, or wait in the kernel
+        worker.set_accept_enabled(True)  # what the run loop asks on its next turn
+        assert not worker._accepting
+        release.set()
+        deadline = time.monotonic() + 10
+        while worker.busy_threads and time.monotonic() < deadline:  # the main loop's part: finish_request
+            worker.method_queue.run_callbacks(None)
+            time.sleep(0.01)
+        assert worker.busy_threads == 0
+        worker.set_accept_enabled(True)
+        assert worker._accepting
+    finally:
+        release.set()
+        worker.tpool.shutdown(wait=True)
+        for listener in worker.sockets:
+            listener.close()
+
+
+def test_a_keep_alive_connection_answered_as_shutdown_begins_stays_open_for_the_next_request():
+    """gthread closed it at once, under a request the client may already be sending (dropped at HUP)."""
+    from gunicorn.workers.gthread import TConn
+
+    worker = gthread_worker(threads=2)
+    server, client = socket.socketpair()
+    try:
+        conn = TConn(worker.cfg, DeadlineSocket.adopt(server, 10, 30), ("127.0.0.1", 1), ("127.0.0.1", 2))
+        worker.nr_conns, worker.busy_threads = 1, 1
+        worker.alive = False  # HUP or TERM arrived while the answer was being written
+        answered = futures.Future()
+        answered.set_result(True)  # the handler's "keep alive"
+        worker.finish_request(conn, answered)
+        assert conn in worker.keepalived_conns and worker.nr_conns == 1
+        assert conn.sock.fileno() != -1  # still open: the graceful loop answers a next request, or times it out
+    finally:
+        worker.tpool.shutdown(wait=True)
+        server.close()
+        client.close()
+        for listener in worker.sockets:
+            listener.close()
+
+
+# --- exported (pt2) models land on one device -----------------------------------------------------
+
+class BakesADevice(nn.Module):
+    """A forward that creates a tensor on the input's device: export records that device in the graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) + torch.ones(2, device=x.device) + torch.tensor([1.0, 2.0])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    example = torch.zeros(2, 4)
+    program = torch.export.export(BakesADevice().eval(), (example,),
+                                  dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+    path = tmp_path_factory.mktemp("pt2") / "model.pt2"
+    torch.export.save(program, str(path))
+    return path
+
+
+def test_an_exported_model_is_moved_whole_weights_constants_and_graph(exported):
+    """On CPU, "meta" stands in for a second device (no GPU here): everything must land there."""
+    moved = place_exported(exported, torch.device("meta"))
+    assert tensor_devices(moved) == {torch.device("meta")}
+    require_device(moved, torch.device("meta"), "test")
+    assert moved(torch.zeros(3, 4, device="meta")).device.type == "meta"
+
+
+def test_moving_only_the_weights_is_caught_not_run(exported):
+    """What inference.py did before: module.to(device) leaves the graph's device and a constant behind."""
+    naive = torch.export.load(str(exported)).module().to("meta")
+    assert torch.device("cpu") in tensor_devices(naive)
+    with pytest.raises(UserError, match="did not land on meta"):
+        require_device(naive, torch.device("meta"), "models:/cats-vs-dogs/1")
+
+
+def test_on_the_device_it_was_exported_for_it_answers_as_before(exported):
+    model = place_exported(exported, torch.device("cpu"))
+    require_device(model, torch.device("cpu"), "test")
+    x = torch.randn(3, 4)
+    np.testing.assert_allclose(model(x).detach().numpy(), torch.export.load(str(exported)).module()(x).detach().numpy())
+
+
+def test_a_failed_move_is_an_error_naming_the_device(exported, monkeypatch):
+    import torch.export.passes as passes
+
+    def refuse(program, device):
+        raise RuntimeError("no such device")
+    monkeypatch.setattr(passes, "move_to_device_pass", refuse)
+    with pytest.raises(UserError, match="cannot move the exported model .* to cuda:0: no such device"):
+        place_exported(exported, torch.device("cuda:0"))
