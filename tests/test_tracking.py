@@ -128,6 +128,14 @@ def assert_registered_model(client, run_id: str, folder: Path, tmp_path: Path) -
     assert json.loads(signature["outputs"]) == tensor([-1, classes])
     assert (local / "input_example.json").is_file()
 
+    # The logged model carries the run's metrics at step 0 (MLflow's model page shows them),
+    # linked by the sink itself rather than by MLflow reading back every metric's history.
+    step_zero = {(key, point.value) for key in client.get_run(run_id).data.metrics
+                 for point in client.get_metric_history(run_id, key) if point.step == 0}
+    model_id = versions[0].source.removeprefix("models:/")
+    linked = {(metric.key, metric.value) for metric in client.get_logged_model(model_id).metrics or []}
+    assert step_zero and linked == step_zero
+
     pyfunc = mlflow.pyfunc.load_model(str(local))
     model, _ = load_model(folder)
     batch = sink.example_input(size, tuple(spec["mean"]), tuple(spec["std"]))
