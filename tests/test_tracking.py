@@ -419,9 +419,9 @@ write_model_state(Path("."), lr=params["lr"], seed=params["seed"], image_size=pa
 '''
 
 
-def add_model_stub(repo) -> None:
-    """A stub stage writes what the model stages write, in seconds, in place of them."""
-    (repo.path / "stages/model_stub.py").write_text(STUB)
+def add_model_stub(repo, stub: str = STUB) -> None:
+    """A stub stage (``stub``, the script's text) writes what the model stages write, in seconds, in place of them."""
+    (repo.path / "stages/model_stub.py").write_text(stub)
     pipeline = yaml.safe_load((repo.path / "dvc.yaml").read_text())
     pipeline.pop("plots", None)  # the model stages' curves, which the stub does not draw
     stages = pipeline["stages"]

@@ -121,7 +121,7 @@ def mlflow_settings() -> Iterator[None]:
             os.environ.pop(name, None)
 
 
-def _quiet_mlflow() -> None:
+def quiet_mlflow() -> None:
     """MLflow's INFO lines (database migrations, registrations) would bury the stage's output."""
     for name in ("mlflow", "alembic", "torch._export", "torch.export"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -191,7 +191,7 @@ def send(entry: SpoolEntry) -> tuple[str, str]:
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunTag
 
-    _quiet_mlflow()  # after the import, which configures mlflow's loggers
+    quiet_mlflow()  # after the import, which configures mlflow's loggers
 
     record = entry.record
     uri = record["tracking_uri"]
