@@ -550,3 +550,28 @@ def test_mlflow_models_serve_answers_like_the_model_in_process(workspace: Path, 
         np.testing.assert_allclose(np.asarray(answer.json()["predictions"]), expected, rtol=0, atol=1e-5)
     finally:
         stop_process_group(process)
+
+
+NETWORK_PROBE = """
+import json, sys
+from pathlib import Path
+import requests
+calls = []
+original = requests.Session.request
+def recording(self, method, url, *args, **kwargs):
+    calls.append(url)
+    return original(self, method, url, *args, **kwargs)
+requests.Session.request = recording
+from tracking import mirror
+report = mirror.mirror_workspace(Path(sys.argv[1]), environ={})
+print(json.dumps({"sent": len(report.sent), "calls": calls}))
+"""
+
+
+def test_a_mirror_into_the_sqlite_store_calls_no_network(workspace: Path):
+    """No request leaves the machine: MLflow's usage telemetry would fetch its config on a logged
+    model. In a plain process, since MLflow turns telemetry off by itself under pytest."""
+    environ = {k: v for k, v in env_with_venv().items() if not k.startswith(("PYTEST", "MLFLOW_", "CI"))}
+    result = subprocess.run([sys.executable, "-c", NETWORK_PROBE, str(workspace)], cwd=ROOT, env=environ,
+                            capture_output=True, text=True, timeout=600, check=True)
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"sent": 1, "calls": []}

@@ -47,13 +47,16 @@ EXAMPLE_IMAGES = 2        # > 1, so that torch.export keeps the batch dimension 
 HEALTH_TIMEOUT_S = 5.0    # how long a tracking server has to answer /health before we spool
 
 
-# Bounded retries, and no progress bars or URLs on stdout, unless the user chose otherwise.
+# Bounded retries, no progress bars or URLs on stdout, and no network call but to the tracking
+# store (MLflow's usage telemetry would fetch a config from config.mlflow-telemetry.io on every
+# logged model; DVC's analytics are off too), unless the user chose otherwise.
 _MLFLOW_ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
 }
 _BATCH_PARAMS = 100    # MLflow's limits per log_batch call
 _BATCH_METRICS = 1000
