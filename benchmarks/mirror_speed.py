@@ -3,9 +3,11 @@
 fresh process, the way ``dvc exp run`` starts it.
 
 The state is this repository's (params.yaml, dvc.lock, metrics/, plots/, models/best/; run
-``dvc repro`` or ``dvc pull`` first), copied to a temporary folder; each repeat changes one
-small metrics file, so each mirror is a new state in a warm store (the first mirror, which
-also creates the store, is not counted). ``--baseline REV`` runs the mirror code of a git
+``dvc repro`` or ``dvc pull`` first), copied to a temporary folder; each mirror sends a new
+state to a warm store (the first mirror, which creates the store, is not counted), in two
+cases: "new model" (the selected model's weights changed, as when an experiment retrains it)
+and "same model" (only a metric changed, as when an experiment keeps the selected model,
+whose logged model the mirror then reuses). ``--baseline REV`` runs the mirror code of a git
 revision too, alternating with the working tree's in the same run, so load from other
 processes hits both alike, and prints the ratio. ``--server`` sends to a real
 ``mlflow server`` on 127.0.0.1 instead of the default sqlite file, where every client call
@@ -79,9 +81,33 @@ def checkout(rev: str, destination: Path) -> None:
     subprocess.run(["tar", "-x", "-C", str(destination)], input=archive.stdout, check=True)
 
 
-def mirror_once(code: Path, state: Path, uri: str, repeat: int) -> dict[str, float]:
-    """Mirror a new state (one metrics file changed) in a fresh process; its timings and counts."""
-    (state / "metrics/benchmark.json").write_text(json.dumps({"repeat": repeat}))
+def nudge_model(state: Path, amount: float) -> None:
+    """New weights for models/best (one bias moved by ``amount``): a new model, as a new experiment makes."""
+    import io
+
+    import torch
+
+    weights = state / "models/best/model.pt"
+    tensors = torch.load(weights, weights_only=True)
+    name = next(key for key, value in tensors.items() if key.endswith("bias"))
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] += amount
+    buffer = io.BytesIO()
+    torch.save(tensors, buffer)
+    weights.write_bytes(buffer.getvalue())
+
+
+def mirror_once(code: Path, state: Path, uri: str, repeat: int, new_model: bool) -> dict[str, float]:
+    """Mirror a new state in a fresh process; its timings and counts. Each state changes one
+    metrics file, and with ``new_model`` the model's weights too.
+
+    The metrics file names the state folder: two code versions sending to one server must not
+    send the same state, or the second would only update the first one's run.
+    """
+    (state / "metrics/benchmark.json").write_text(
+        json.dumps({"repeat": repeat, "new_model": new_model, "state": state.name}))
+    if new_model:
+        nudge_model(state, 1e-3)
     result = subprocess.run([sys.executable, "-c", CHILD, str(code), str(state), uri], capture_output=True,
                             text=True, timeout=900, check=False, env={**os.environ, "PYTHONPATH": ""})
     if result.returncode != 0:
@@ -142,24 +168,28 @@ def main() -> None:
             states[name] = scratch / f"state-{index}"
             copy_state(states[name])
             uris[name] = server.uri if server else ""  # "": sqlite:///<state>/mlflow.db, the default
-            mirror_once(variants[name], states[name], uris[name], repeat=-1)  # warm: creates the store
-        results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+            mirror_once(variants[name], states[name], uris[name], repeat=-1, new_model=False)  # creates the store
+        cases = {"new model": True, "same model": False}
+        results = {(name, case): [] for case in cases for name in variants}
         for repeat in range(args.repeats):
-            for name, code in variants.items():
-                results[name].append(mirror_once(code, states[name], uris[name], repeat))
+            for case, new_model in cases.items():
+                for name, code in variants.items():
+                    results[name, case].append(mirror_once(code, states[name], uris[name], repeat, new_model))
         store = f"mlflow server at {server.uri}" if server else "sqlite store"
-        print(f"mirror of one new pipeline state into a warm {store}, fresh process, median of {args.repeats}:")
-        print(f"{'code':<24}{'wall s':>9}{'cpu s':>9}{'history reads':>15}{'http requests':>15}")
+        print(f"mirror of one new pipeline state into a warm {store}, fresh process, median of {args.repeats}")
+        print("(new model: the selected model's weights changed, as when an experiment retrains it; same model:")
+        print(" only a metric changed, as when an experiment keeps the selected model)")
+        print(f"{'case':<12}{'code':<24}{'wall s':>9}{'cpu s':>9}{'history reads':>15}{'http requests':>15}")
         medians = {}
-        for name, runs in results.items():
-            medians[name] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-            m = medians[name]
-            print(f"{name:<24}{m['wall_s']:>9.2f}{m['cpu_s']:>9.2f}{m['metric_history_reads']:>15.0f}"
+        for (name, case), runs in results.items():
+            medians[name, case] = m = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+            print(f"{case:<12}{name:<24}{m['wall_s']:>9.2f}{m['cpu_s']:>9.2f}{m['metric_history_reads']:>15.0f}"
                   f"{m['http_requests']:>15.0f}")
         if args.baseline:
-            base, ours = medians[f"baseline {args.baseline}"], medians["working tree"]
-            print(f"working tree / baseline: wall {ours['wall_s'] / base['wall_s']:.2f}, "
-                  f"cpu {ours['cpu_s'] / base['cpu_s']:.2f}")
+            for case in cases:
+                base, ours = medians[f"baseline {args.baseline}", case], medians["working tree", case]
+                print(f"{case}: working tree / baseline: wall {ours['wall_s'] / base['wall_s']:.2f}, "
+                      f"cpu {ours['cpu_s'] / base['cpu_s']:.2f}")
     finally:
         if server:
             server.stop()

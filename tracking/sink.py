@@ -15,11 +15,12 @@ temporary copy). Retries are bounded and progress bars off unless the user chose
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,10 @@ REGISTERED_MODEL = "cats-vs-dogs"  # the Model Registry name of the selected mod
 ALIAS = "candidate"                # moved to the model of the newest mirrored pipeline run
 MODEL_NAME = "model"               # the logged model's name in its run
 MODEL_STEP = 0                     # the step a logged model is linked to: the step of every scalar metric
+TAG_MODEL_DIGEST = "model.sha256"  # logged-model tag: model_digest() of the files it was logged from
+# Part of model_digest: change it when the logged files change for the same model (signature,
+# input example, requirements), so that no older logged model is reused for a newer format.
+LOGGED_FORMAT = "pt2 signature input_example sidecar requirements v1"
 EXAMPLE_IMAGES = 2        # > 1, so that torch.export keeps the batch dimension dynamic
 HEALTH_TIMEOUT_S = 5.0    # how long a tracking server has to answer /health before we spool
 
@@ -300,25 +305,65 @@ def global_store(uri: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def log_models(client: Any, uri: str, experiment_id: str, run_id: str, folder: Path, tags: Mapping[str, str]) -> str:
-    """Log the selected model in ``folder`` once per run; returns its MLflow model id.
+def model_digest(folder: Path) -> str:
+    """What a logged model is made of: the selected model's files, the versions that shape the
+    logged files, and :data:`LOGGED_FORMAT`. Equal digests mean interchangeable logged models."""
+    digest = hashlib.sha256(LOGGED_FORMAT.encode())
+    for package in ("torch", "numpy", "mlflow"):
+        digest.update(f"\0{package}=={metadata.version(package)}".encode())
+    for name in sorted(path.name for path in Path(folder).iterdir() if path.is_file()):
+        digest.update(f"\0{name}\0".encode() + (Path(folder) / name).read_bytes())
+    return digest.hexdigest()
 
-    One ``mlflow.<flavour>.log_model`` call per logged flavour (today the pt2 PyTorch model,
-    ``MODEL_NAME``); the registry version points at the one this returns.
+
+def log_models(client: Any, uri: str, experiment_id: str, run_id: str, folder: Path, tags: Mapping[str, str]) -> str:
+    """Log the selected model in ``folder`` once per run, as every flavour of :data:`FLAVOURS`;
+    returns the id of the one the registry version points at (``MODEL_NAME``).
+
+    A flavour already logged from the same files (same :func:`model_digest`, in this experiment)
+    is linked to the run instead of logged again: a sweep whose experiments keep the same
+    selected model, or a state mirrored again after a params-only change, then skips the
+    export, which is most of the mirror's time (see benchmarks/mirror_speed.py).
     """
+    from mlflow.entities import LoggedModelOutput
+
+    digest = model_digest(folder)
     with global_store(uri):
-        logged = {
-            model.name: model.model_id
-            for model in client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
-            if str(model.status).upper().endswith("READY")
-        }
-        if MODEL_NAME not in logged:
-            logged[MODEL_NAME] = _log_pytorch_model(run_id, folder, tags)
+        logged = _run_models(client, run_id)
+        for name, log_flavour in FLAVOURS.items():
+            if name in logged:
+                continue
+            same = client.search_logged_models(
+                [experiment_id], filter_string=f"name = '{name}' AND tags.`{TAG_MODEL_DIGEST}` = '{digest}'",
+                order_by=[{"field_name": "creation_timestamp", "ascending": True}],
+            )
+            ready = [model.model_id for model in same if _ready(model)]
+            if ready:
+                client.log_outputs(run_id, [LoggedModelOutput(ready[0], step=MODEL_STEP)])
+                logged[name] = ready[0]
+            else:
+                logged[name] = log_flavour(run_id, folder, {TAG_STATE: tags[TAG_STATE], TAG_MODEL_DIGEST: digest})
         return logged[MODEL_NAME]
 
 
+def _ready(model: Any) -> bool:
+    return str(model.status).upper().endswith("READY")
+
+
+def _run_models(client: Any, run_id: str) -> dict[str, str]:
+    """Flavour name -> model id of the ready models the run logged or links to."""
+    outputs = client.get_run(run_id).outputs
+    found = {}
+    for output in (outputs.model_outputs if outputs else None) or []:
+        model = client.get_logged_model(output.model_id)
+        if _ready(model):
+            found.setdefault(model.name, model.model_id)
+    return found
+
+
 def _log_pytorch_model(run_id: str, folder: Path, tags: Mapping[str, str]) -> str:
-    """The pt2 (torch.export) flavour: a graph and weights, nothing unpickled on load."""
+    """The pt2 (torch.export) flavour: a graph and weights, nothing unpickled on load; the sidecar
+    as ``extra_files/model.json``; input normalised images, output logits (:func:`model_signature`)."""
     import mlflow
     import mlflow.pytorch
     import torch
@@ -336,8 +381,14 @@ def _log_pytorch_model(run_id: str, folder: Path, tags: Mapping[str, str]) -> st
             pip_requirements=[f"torch=={metadata.version('torch')}", f"numpy=={metadata.version('numpy')}"],
             serialization_format="pt2",
             step=MODEL_STEP,
-            tags={TAG_STATE: tags[TAG_STATE]},
+            tags=dict(tags),
         ).model_id
+
+
+# The flavours each selected model is logged as: name in its run -> function(run_id, model
+# folder, tags) that logs it and returns its model id. The registry version points at MODEL_NAME's;
+# add a flavour here and it is logged, reused and linked like the first.
+FLAVOURS: dict[str, Callable[[str, Path, Mapping[str, str]], str]] = {MODEL_NAME: _log_pytorch_model}
 
 
 def register(client: Any, uri: str, run_id: str, model_id: str, tags: Mapping[str, str], move_alias: bool) -> Any:
