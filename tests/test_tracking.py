@@ -133,7 +133,8 @@ def assert_registered_model(client, run_id: str, folder: Path, tmp_path: Path) -
     step_zero = {(key, point.value) for key in client.get_run(run_id).data.metrics
                  for point in client.get_metric_history(run_id, key) if point.step == 0}
     model_id = versions[0].source.removeprefix("models:/")
-    linked = {(metric.key, metric.value) for metric in client.get_logged_model(model_id).metrics or []}
+    linked = {(metric.key, metric.value) for metric in client.get_logged_model(model_id).metrics or []
+              if metric.run_id == run_id}
     assert step_zero and linked == step_zero
 
     pyfunc = mlflow.pyfunc.load_model(str(local))
@@ -575,3 +576,21 @@ def test_a_mirror_into_the_sqlite_store_calls_no_network(workspace: Path):
     result = subprocess.run([sys.executable, "-c", NETWORK_PROBE, str(workspace)], cwd=ROOT, env=environ,
                             capture_output=True, text=True, timeout=600, check=True)
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"sent": 1, "calls": []}
+
+
+def test_a_model_logged_from_the_same_files_is_linked_to_the_next_run_not_exported_again(
+    workspace: Path, tmp_path: Path
+):
+    mirror.mirror_workspace(workspace, environ={})
+    write_model_state(workspace, lr=0.03)        # the same model (seed 0), other metrics: a new state
+    report = mirror.mirror_workspace(workspace, environ={})
+    assert report.kept == [] and len(report.sent) == 1
+    client = client_for(f"sqlite:///{workspace}/mlflow.db")
+    experiment = client.get_experiment_by_name(sink.EXPERIMENT).experiment_id
+    [logged] = client.search_logged_models([experiment])                 # exported once
+    versions = client.search_model_versions(f"name = '{sink.REGISTERED_MODEL}'")
+    assert sorted(v.source for v in versions) == [f"models:/{logged.model_id}"] * 2
+    newest = report.sent[0][1]
+    assert client.get_model_version_by_alias(sink.REGISTERED_MODEL, sink.ALIAS).run_id == newest
+    assert [output.model_id for output in client.get_run(newest).outputs.model_outputs] == [logged.model_id]
+    assert_run_matches_files(client, newest, workspace, tmp_path)         # served, signed, its metrics linked
