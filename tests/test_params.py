@@ -37,7 +37,7 @@ def test_the_committed_params_load_through_every_section_schema_model_sections_i
     params = load_params()
     assert params.model_dump() == COMMITTED  # every key known to the schema, none filled in behind the file's back
     for section in ("ingest", "preprocess", "impute", "featurize", "split", "synthesize", "augment", "visualize",
-                    "predict", "tune", "train", "pretrain", "finetune", "transfer", "select"):
+                    "predict", "tune", "train", "pretrain", "finetune", "transfer", "select", "promote"):
         assert getattr(params, section).model_dump() == COMMITTED[section]
     # the checks that need torchvision or skorch, on the committed values
     check_architecture(params.train.architecture, "train.architecture", allow_seed_cnn=True)
@@ -68,6 +68,9 @@ def test_the_committed_params_load_through_every_section_schema_model_sections_i
         ("split", [0.1, 0.1], "params.yaml: 'split' must be a mapping, got list [0.1, 0.1]."),
         ("augment.hflip", 2, "params.yaml: 'augment.hflip' must be at most 1.0, got int 2."),
         ("predict.input", " ", "params.yaml: 'predict.input' must name a folder."),
+        ("promote.metric", "loss", "params.yaml: 'promote.metric' must be one of 'accuracy', 'precision', 'recall', "
+                                   "'f1' or 'roc_auc', got str 'loss'."),
+        ("promote.margin", -0.01, "params.yaml: 'promote.margin' must be at least 0.0, got float -0.01."),
     ],
 )
 def test_a_wrong_value_is_one_sentence_naming_the_full_key(path, value, sentence):

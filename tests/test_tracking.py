@@ -128,6 +128,15 @@ def assert_registered_model(client, run_id: str, folder: Path, tmp_path: Path) -
     assert json.loads(signature["outputs"]) == tensor([-1, classes])
     assert (local / "input_example.json").is_file()
 
+    # The logged model carries the run's metrics at step 0 (MLflow's model page shows them),
+    # linked by the sink itself rather than by MLflow reading back every metric's history.
+    step_zero = {(key, point.value) for key in client.get_run(run_id).data.metrics
+                 for point in client.get_metric_history(run_id, key) if point.step == 0}
+    model_id = versions[0].source.removeprefix("models:/")
+    linked = {(metric.key, metric.value) for metric in client.get_logged_model(model_id).metrics or []
+              if metric.run_id == run_id}
+    assert step_zero and linked == step_zero
+
     pyfunc = mlflow.pyfunc.load_model(str(local))
     model, _ = load_model(folder)
     batch = sink.example_input(size, tuple(spec["mean"]), tuple(spec["std"]))
@@ -422,9 +431,9 @@ write_model_state(Path("."), lr=params["lr"], seed=params["seed"], image_size=pa
 '''
 
 
-def add_model_stub(repo) -> None:
-    """A stub stage writes what the model stages write, in seconds, in place of them."""
-    (repo.path / "stages/model_stub.py").write_text(STUB)
+def add_model_stub(repo, stub: str = STUB) -> None:
+    """A stub stage (``stub``, the script's text) writes what the model stages write, in seconds, in place of them."""
+    (repo.path / "stages/model_stub.py").write_text(stub)
     pipeline = yaml.safe_load((repo.path / "dvc.yaml").read_text())
     pipeline.pop("plots", None)  # the model stages' curves, which the stub does not draw
     stages = pipeline["stages"]
@@ -588,3 +597,46 @@ def test_mlflow_models_serve_answers_like_the_model_in_process(workspace: Path, 
         np.testing.assert_allclose(np.asarray(answer.json()["predictions"]), expected, rtol=0, atol=1e-5)
     finally:
         stop_process_group(process)
+
+
+NETWORK_PROBE = """
+import json, sys
+from pathlib import Path
+import requests
+calls = []
+original = requests.Session.request
+def recording(self, method, url, *args, **kwargs):
+    calls.append(url)
+    return original(self, method, url, *args, **kwargs)
+requests.Session.request = recording
+from tracking import mirror
+report = mirror.mirror_workspace(Path(sys.argv[1]), environ={})
+print(json.dumps({"sent": len(report.sent), "calls": calls}))
+"""
+
+
+def test_a_mirror_into_the_sqlite_store_calls_no_network(workspace: Path):
+    """No request leaves the machine: MLflow's usage telemetry would fetch its config on a logged
+    model. In a plain process, since MLflow turns telemetry off by itself under pytest."""
+    environ = {k: v for k, v in env_with_venv().items() if not k.startswith(("PYTEST", "MLFLOW_", "CI"))}
+    result = subprocess.run([sys.executable, "-c", NETWORK_PROBE, str(workspace)], cwd=ROOT, env=environ,
+                            capture_output=True, text=True, timeout=600, check=True)
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"sent": 1, "calls": []}
+
+
+def test_a_model_logged_from_the_same_files_is_linked_to_the_next_run_not_exported_again(
+    workspace: Path, tmp_path: Path
+):
+    mirror.mirror_workspace(workspace, environ={})
+    write_model_state(workspace, lr=0.03)        # the same model (seed 0), other metrics: a new state
+    report = mirror.mirror_workspace(workspace, environ={})
+    assert report.kept == [] and len(report.sent) == 1
+    client = client_for(f"sqlite:///{workspace}/mlflow.db")
+    experiment = client.get_experiment_by_name(sink.EXPERIMENT).experiment_id
+    [logged] = client.search_logged_models([experiment])                 # exported once
+    versions = client.search_model_versions(f"name = '{sink.REGISTERED_MODEL}'")
+    assert sorted(v.source for v in versions) == [f"models:/{logged.model_id}"] * 2
+    newest = report.sent[0][1]
+    assert client.get_model_version_by_alias(sink.REGISTERED_MODEL, sink.ALIAS).run_id == newest
+    assert [output.model_id for output in client.get_run(newest).outputs.model_outputs] == [logged.model_id]
+    assert_run_matches_files(client, newest, workspace, tmp_path)         # served, signed, its metrics linked

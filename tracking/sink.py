@@ -1,10 +1,12 @@
 """The MLflow sink: the only code that writes to MLflow.
 
 :func:`send` creates or updates the run of one spooled pipeline state (idempotent: a state
-mirrored again updates its run; only missing params and metric points are logged), logs
-its artifacts and the selected model (``mlflow.pytorch.log_model``, torch.export "pt2"
-format: no pickle, sidecar as ``extra_files/model.json``), registers it as
-``cats-vs-dogs`` and points the alias ``candidate`` at the newest pipeline run's version.
+mirrored again updates its run; only missing params and metric points are logged), in this
+order: tags and params; the selected model (:func:`log_models`: ``mlflow.pytorch.log_model``,
+torch.export "pt2" format, no pickle, sidecar as ``extra_files/model.json``); metrics, the
+step-0 points linked to that model; artifacts; and last the registration (:func:`register`)
+as a version of ``cats-vs-dogs``, with the alias ``candidate`` moved to the newest pipeline
+run's version. (The alias ``champion`` is moved only by ``python -m tracking.promote``.)
 
 Where: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///mlflow.db`` with artifacts in
 ``mlartifacts/``, both at the real repository root (also for experiments DVC runs in a
@@ -13,11 +15,12 @@ temporary copy). Retries are bounded and progress bars off unless the user chose
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -40,17 +43,25 @@ EXPERIMENT = "cats-vs-dogs"        # the MLflow experiment of every pipeline run
 REGISTERED_MODEL = "cats-vs-dogs"  # the Model Registry name of the selected model
 ALIAS = "candidate"                # moved to the model of the newest mirrored pipeline run
 MODEL_NAME = "model"               # the logged model's name in its run
+MODEL_STEP = 0                     # the step a logged model is linked to: the step of every scalar metric
+TAG_MODEL_DIGEST = "model.sha256"  # logged-model tag: model_digest() of the files it was logged from
+# Part of model_digest: change it when the logged files change for the same model (signature,
+# input example, requirements), so that no older logged model is reused for a newer format.
+LOGGED_FORMAT = "pt2 signature input_example sidecar requirements v1"
 EXAMPLE_IMAGES = 2        # > 1, so that torch.export keeps the batch dimension dynamic
 HEALTH_TIMEOUT_S = 5.0    # how long a tracking server has to answer /health before we spool
 
 
-# Bounded retries, and no progress bars or URLs on stdout, unless the user chose otherwise.
+# Bounded retries, no progress bars or URLs on stdout, and no network call but to the tracking
+# store (MLflow's usage telemetry would fetch a config from config.mlflow-telemetry.io on every
+# logged model; DVC's analytics are off too), unless the user chose otherwise.
 _MLFLOW_ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
 }
 _BATCH_PARAMS = 100    # MLflow's limits per log_batch call
 _BATCH_METRICS = 1000
@@ -118,7 +129,7 @@ def mlflow_settings() -> Iterator[None]:
             os.environ.pop(name, None)
 
 
-def _quiet_mlflow() -> None:
+def quiet_mlflow() -> None:
     """MLflow's INFO lines (database migrations, registrations) would bury the stage's output."""
     for name in ("mlflow", "alembic", "torch._export", "torch.export"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -188,7 +199,7 @@ def send(entry: SpoolEntry) -> tuple[str, str]:
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunTag
 
-    _quiet_mlflow()  # after the import, which configures mlflow's loggers
+    quiet_mlflow()  # after the import, which configures mlflow's loggers
 
     record = entry.record
     uri = record["tracking_uri"]
@@ -212,6 +223,14 @@ def send(entry: SpoolEntry) -> tuple[str, str]:
     for batch in _chunks(params, _BATCH_PARAMS):
         client.log_batch(run_id, params=batch)
 
+    # The model goes before the metrics: MLflow links a new logged model to the run's metrics
+    # at its step by reading back the history of every metric, one call each (186 for this
+    # pipeline; an HTTP round trip each on a server). Logged first, it finds none, and the
+    # metrics below carry its model_id themselves: the same link, without the reads.
+    model_id = None
+    if snapshot.has_model:
+        model_id = log_models(client, uri, experiment_id, run_id, entry.files / paths.MIRRORED_MODEL, tags)
+
     timestamp = int(record["spooled_at"] * 1000)
     metrics = []
     for key, points in sorted(snapshot.metrics.items()):
@@ -219,7 +238,9 @@ def send(entry: SpoolEntry) -> tuple[str, str]:
         if key in run.data.metrics:  # only points not there yet: a metric's history never doubles
             logged = {(m.step, _comparable(m.value)) for m in client.get_metric_history(run_id, key)}
         metrics += [
-            Metric(key, value, timestamp, step) for step, value in points if (step, _comparable(value)) not in logged
+            Metric(key, value, timestamp, step, model_id=model_id if step == MODEL_STEP else None)
+            for step, value in points
+            if (step, _comparable(value)) not in logged
         ]
     for batch in _chunks(metrics, _BATCH_METRICS):
         client.log_batch(run_id, metrics=batch)
@@ -227,8 +248,8 @@ def send(entry: SpoolEntry) -> tuple[str, str]:
     for name in snapshot.artifacts:
         client.log_artifact(run_id, str(entry.files / name), str(Path(name).parent.as_posix()) if "/" in name else None)
 
-    if snapshot.has_model:
-        _log_model(client, uri, experiment_id, run_id, entry.files / paths.MIRRORED_MODEL, tags, record["move_alias"])
+    if model_id is not None:  # last: an alias never points at a run still being written
+        register(client, uri, run_id, model_id, tags, record["move_alias"])
     client.set_terminated(run_id, "FINISHED")
     return run_id, tags["mlflow.runName"]
 
@@ -284,48 +305,109 @@ def global_store(uri: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _log_model(
-    client: Any, uri: str, experiment_id: str, run_id: str, folder: Path, tags: Mapping[str, str], move_alias: bool
-) -> None:
-    """Log the selected model once per run, register it once, and point the alias at it."""
+def model_digest(folder: Path) -> str:
+    """What a logged model is made of: the selected model's files, the versions that shape the
+    logged files, and :data:`LOGGED_FORMAT`. Equal digests mean interchangeable logged models."""
+    digest = hashlib.sha256(LOGGED_FORMAT.encode())
+    for package in ("torch", "numpy", "mlflow"):
+        digest.update(f"\0{package}=={metadata.version(package)}".encode())
+    for name in sorted(path.name for path in Path(folder).iterdir() if path.is_file()):
+        digest.update(f"\0{name}\0".encode() + (Path(folder) / name).read_bytes())
+    return digest.hexdigest()
+
+
+def log_models(client: Any, uri: str, experiment_id: str, run_id: str, folder: Path, tags: Mapping[str, str]) -> str:
+    """Log the selected model in ``folder`` once per run, as every flavour of :data:`FLAVOURS`;
+    returns the id of the one the registry version points at (``MODEL_NAME``).
+
+    A flavour already logged from the same files (same :func:`model_digest`, in this experiment)
+    is linked to the run instead of logged again: a sweep whose experiments keep the same
+    selected model, or a state mirrored again after a params-only change, then skips the
+    export, which is most of the mirror's time (see benchmarks/mirror_speed.py).
+    """
+    from mlflow.entities import LoggedModelOutput
+
+    digest = model_digest(folder)
+    with global_store(uri):
+        logged = _run_models(client, run_id)
+        for name, log_flavour in FLAVOURS.items():
+            if name in logged:
+                continue
+            same = client.search_logged_models(
+                [experiment_id], filter_string=f"name = '{name}' AND tags.`{TAG_MODEL_DIGEST}` = '{digest}'",
+                order_by=[{"field_name": "creation_timestamp", "ascending": True}],
+            )
+            ready = [model.model_id for model in same if _ready(model)]
+            if ready:
+                client.log_outputs(run_id, [LoggedModelOutput(ready[0], step=MODEL_STEP)])
+                logged[name] = ready[0]
+            else:
+                logged[name] = log_flavour(run_id, folder, {TAG_STATE: tags[TAG_STATE], TAG_MODEL_DIGEST: digest})
+        return logged[MODEL_NAME]
+
+
+def _ready(model: Any) -> bool:
+    return str(model.status).upper().endswith("READY")
+
+
+def _run_models(client: Any, run_id: str) -> dict[str, str]:
+    """Flavour name -> model id of the ready models the run logged or links to."""
+    outputs = client.get_run(run_id).outputs
+    found = {}
+    for output in (outputs.model_outputs if outputs else None) or []:
+        model = client.get_logged_model(output.model_id)
+        if _ready(model):
+            found.setdefault(model.name, model.model_id)
+    return found
+
+
+def _log_pytorch_model(run_id: str, folder: Path, tags: Mapping[str, str]) -> str:
+    """The pt2 (torch.export) flavour: a graph and weights, nothing unpickled on load; the sidecar
+    as ``extra_files/model.json``; input normalised images, output logits (:func:`model_signature`)."""
     import mlflow
     import mlflow.pytorch
     import torch
 
     from lifecycle.models import SIDECAR_FILE, load_model
 
-    with global_store(uri):
-        logged = [
-            model
-            for model in client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
-            if model.name == MODEL_NAME and str(model.status).upper().endswith("READY")
-        ]
-        if logged:
-            model_id = logged[0].model_id
-        else:
-            model, spec = load_model(folder)
-            with torch.no_grad(), mlflow.start_run(run_id=run_id):
-                model_id = mlflow.pytorch.log_model(
-                    model,
-                    name=MODEL_NAME,
-                    signature=model_signature(spec.image_size, len(spec.classes)),
-                    input_example=example_input(spec.image_size, spec.mean, spec.std),
-                    extra_files=[str(folder / SIDECAR_FILE)],
-                    pip_requirements=[f"torch=={metadata.version('torch')}", f"numpy=={metadata.version('numpy')}"],
-                    serialization_format="pt2",
-                    tags={TAG_STATE: tags[TAG_STATE]},
-                ).model_id
+    model, spec = load_model(folder)
+    with torch.no_grad(), mlflow.start_run(run_id=run_id):
+        return mlflow.pytorch.log_model(
+            model,
+            name=MODEL_NAME,
+            signature=model_signature(spec.image_size, len(spec.classes)),
+            input_example=example_input(spec.image_size, spec.mean, spec.std),
+            extra_files=[str(folder / SIDECAR_FILE)],
+            pip_requirements=[f"torch=={metadata.version('torch')}", f"numpy=={metadata.version('numpy')}"],
+            serialization_format="pt2",
+            step=MODEL_STEP,
+            tags=dict(tags),
+        ).model_id
 
+
+# The flavours each selected model is logged as: name in its run -> function(run_id, model
+# folder, tags) that logs it and returns its model id. The registry version points at MODEL_NAME's;
+# add a flavour here and it is logged, reused and linked like the first.
+FLAVOURS: dict[str, Callable[[str, Path, Mapping[str, str]], str]] = {MODEL_NAME: _log_pytorch_model}
+
+
+def register(client: Any, uri: str, run_id: str, model_id: str, tags: Mapping[str, str], move_alias: bool) -> Any:
+    """Register the run's model once as a version of ``REGISTERED_MODEL``; move ``candidate`` to it.
+
+    ``move_alias`` False (a backfill) still sets the alias when no version holds it yet.
+    """
+    with global_store(uri):  # the registry resolves the version's source, models:/<model id>, through it
         versions = client.search_model_versions(f"name = '{REGISTERED_MODEL}' and run_id = '{run_id}'")
         if versions:
             version = max(versions, key=lambda v: int(v.version))
         else:
             if not client.search_registered_models(filter_string=f"name = '{REGISTERED_MODEL}'"):
                 client.create_registered_model(REGISTERED_MODEL)
-            version_tags = {key: tags[key] for key in (TAG_STATE, TAG_COMMIT, TAG_EXP_NAME, TAG_EXP_NAMES) if tags.get(key)}
+            version_tags = {k: tags[k] for k in (TAG_STATE, TAG_COMMIT, TAG_EXP_NAME, TAG_EXP_NAMES) if tags.get(k)}
             version = client.create_model_version(
                 REGISTERED_MODEL, source=f"models:/{model_id}", run_id=run_id, model_id=model_id, tags=version_tags
             )
         aliases = client.get_registered_model(REGISTERED_MODEL).aliases
         if move_alias or ALIAS not in aliases:
             client.set_registered_model_alias(REGISTERED_MODEL, ALIAS, str(version.version))
+    return version

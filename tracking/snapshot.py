@@ -47,15 +47,24 @@ class Snapshot:
 
 
 def mirrored_files(base: Path) -> list[str]:
-    """Relative paths of every file of a pipeline state under ``base`` (hidden files skipped)."""
+    """Relative paths of every file of a pipeline state under ``base``.
+
+    Hidden files are skipped, and so are the promotion gate's records (``paths.NOT_MIRRORED``):
+    they describe the registry, not the pipeline, so a promotion never makes a new state.
+    """
     base = Path(base)
     found = [name for name in paths.MIRRORED_FILES if (base / name).is_file()]
     for folder in paths.MIRRORED_FOLDERS:
         for path in sorted((base / folder).rglob("*")):
             relative = path.relative_to(base)
-            if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+            if path.is_file() and is_mirrored(relative.as_posix()):
                 found.append(relative.as_posix())
     return sorted(found)
+
+
+def is_mirrored(name: str) -> bool:
+    """Whether the file ``name`` (relative to a repository root) belongs to a pipeline state."""
+    return name not in paths.NOT_MIRRORED and not any(part.startswith(".") for part in Path(name).parts)
 
 
 def param_text(value: Any) -> str:

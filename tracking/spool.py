@@ -23,7 +23,7 @@ from typing import Any
 from lifecycle.core import paths
 from lifecycle.core.errors import UserError
 from tracking.provenance import real_root
-from tracking.snapshot import mirrored_files, pipeline_state
+from tracking.snapshot import is_mirrored, mirrored_files, pipeline_state
 
 LOCK_WAIT_S = 300.0       # how long a mirror waits for another one (queued experiments) to finish sending
 
@@ -138,7 +138,7 @@ def copy_revision(root: Path, commit: str) -> Any:
             if fs.isdir(folder):
                 names += [name.lstrip("/") for name in fs.find(folder)]
         for name in names:
-            if any(part.startswith(".") for part in Path(name).parts):
+            if not is_mirrored(name):
                 continue
             target = destination / name
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -64,6 +64,15 @@ MLFLOW_SPOOL = ".mlflow-spool"
 # to be sent). Gitignored, so a fresh clone lacks it and `dvc repro` runs the mirror there.
 MIRROR_RECEIPT = ROOT / ".mlflow-receipt.json"
 
+# The registry's promotion gate (python -m tracking.promote / tracking.rollback): the last
+# decision, which `dvc metrics diff` shows (dvc.yaml's top-level metrics), and every decision,
+# one line each. Committed by hand, written by no stage; .dvcignore keeps them out of the
+# mirror stage's `metrics` dep, and the mirror leaves them out of a pipeline state, so a
+# promotion never re-mirrors.
+PROMOTION_RECORD = METRICS / "promotion.json"
+PROMOTION_LOG = METRICS / "promotion_log.tsv"
+NOT_MIRRORED = ("metrics/promotion.json", "metrics/promotion_log.tsv")  # relative to a repository root
+
 # Models (issue 3): pretrain, train, finetune, transfer, evaluate, select.
 PRETRAINED = MODELS / "pretrain"           # one folder per backbone architecture
 FROZEN_FEATURES = PROCESSED / "frozen_features.npz"

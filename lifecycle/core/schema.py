@@ -225,6 +225,13 @@ class SelectParams(Section):
     metric: Literal["accuracy", "precision", "recall", "f1", "roc_auc"] = "accuracy"  # on the validation split
 
 
+class PromoteParams(Section):
+    """The promotion gate (python -m tracking.promote); read by no stage, so it reruns nothing but the mirror."""
+
+    metric: Literal["accuracy", "precision", "recall", "f1", "roc_auc"] = "accuracy"  # re-scored on the validation split
+    margin: float = Field(0.005, ge=0.0, le=1.0)  # the candidate must beat the champion by at least this much
+
+
 # ----------------------------------------------------------------------------- the document
 
 
@@ -250,6 +257,7 @@ class PipelineParams(Section):
     finetune: FinetuneParams
     transfer: TransferParams
     select: SelectParams
+    promote: PromoteParams
 
     @model_validator(mode="after")
     def _image_size_fits_the_seed_cnn(self) -> "PipelineParams":
