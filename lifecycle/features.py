@@ -2,8 +2,8 @@
 
 The ``LabelEncoder`` mapping (cat -> 0, dog -> 1) is saved beside the array and copied
 into every model's sidecar, so training and serving agree on what index 1 means. Every
-image is decoded and resized exactly once, here, through :mod:`lifecycle.images`; no later
-stage opens an image file.
+image is decoded and resized exactly once, here, through :mod:`lifecycle.core.images` (the
+path serving and predict use too); no later stage opens an image file.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sklearn.preprocessing import LabelEncoder
 
 from lifecycle.core.errors import UserError
 from lifecycle.core.images import load_array
+from lifecycle.core.parallel import ordered_map
 from lifecycle.core.progress import progress
 
 
@@ -29,9 +30,13 @@ def encode_labels(labels: pd.Series) -> tuple[np.ndarray, list[str]]:
 
 
 def decode_all(manifest: pd.DataFrame, raw_dir: Path, image_size: int) -> np.ndarray:
-    """Decode and resize every image of ``manifest`` into one (N, S, S, 3) uint8 array."""
+    """Decode and resize every image of ``manifest`` into one (N, S, S, 3) uint8 array, row i from row i.
+
+    The images are decoded on every core (:func:`~lifecycle.core.parallel.ordered_map`), in order.
+    """
     images = np.empty((len(manifest), image_size, image_size, 3), dtype=np.uint8)
     paths = manifest["image_path"].tolist()
-    for i, name in enumerate(progress(paths, desc="featurize: decoding images", total=len(paths))):
-        images[i] = load_array(raw_dir / name, image_size)
+    decoded = ordered_map(lambda name: load_array(raw_dir / name, image_size), paths)
+    for i, array in enumerate(progress(decoded, desc="featurize: decoding images", total=len(paths))):
+        images[i] = array
     return images
