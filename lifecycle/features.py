@@ -7,6 +7,7 @@ path serving and predict use too); no later stage opens an image file.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from sklearn.preprocessing import LabelEncoder
 from lifecycle.core.errors import UserError
 from lifecycle.core.images import load_array
 from lifecycle.core.parallel import ordered_map
+from lifecycle.core.paths import relative
 from lifecycle.core.progress import progress
 
 
@@ -32,11 +34,27 @@ def encode_labels(labels: pd.Series) -> tuple[np.ndarray, list[str]]:
 def decode_all(manifest: pd.DataFrame, raw_dir: Path, image_size: int) -> np.ndarray:
     """Decode and resize every image of ``manifest`` into one (N, S, S, 3) uint8 array, row i from row i.
 
-    The images are decoded on every core (:func:`~lifecycle.core.parallel.ordered_map`), in order.
+    Each file must still hold the bytes preprocess hashed into the manifest's ``sha256``
+    column: the manifest pins every image, which is why dvc.yaml lists it, and not the
+    folder of images (25,000 files DVC would otherwise walk again on every ``dvc status``),
+    as featurize's input. The images are decoded on every core, in order
+    (:func:`~lifecycle.core.parallel.ordered_map`).
     """
     images = np.empty((len(manifest), image_size, image_size, 3), dtype=np.uint8)
-    paths = manifest["image_path"].tolist()
-    decoded = ordered_map(lambda name: load_array(raw_dir / name, image_size), paths)
-    for i, array in enumerate(progress(decoded, desc="featurize: decoding images", total=len(paths))):
+    rows = list(zip(manifest["image_path"].tolist(), manifest["sha256"].tolist()))
+    decoded = ordered_map(lambda row: _load_pinned(raw_dir, *row, image_size), rows)
+    for i, array in enumerate(progress(decoded, desc="featurize: decoding images", total=len(rows))):
         images[i] = array
     return images
+
+
+def _load_pinned(raw_dir: Path, name: str, sha256: str, image_size: int) -> np.ndarray:
+    path = raw_dir / name
+    try:
+        data = path.read_bytes()
+    except OSError:
+        data = None
+    if data is None or hashlib.sha256(data).hexdigest() != sha256:
+        raise UserError(f"{relative(path)} is missing or has changed since preprocess hashed it; "
+                        f"rerun the pipeline from ingest (dvc repro).")
+    return load_array(data, image_size)

@@ -106,8 +106,19 @@ def test_label_encoding_is_alphabetical_and_needs_two_classes():
 
 def test_featurize_decodes_once_into_uint8(tmp_path):
     Image.new("L", (50, 30), 128).save(tmp_path / "x.png")
-    images = decode_all(pd.DataFrame({"image_path": ["x.png"]}), tmp_path, 16)
+    digest = hashlib.sha256((tmp_path / "x.png").read_bytes()).hexdigest()
+    images = decode_all(pd.DataFrame({"image_path": ["x.png"], "sha256": [digest]}), tmp_path, 16)
     assert images.shape == (1, 16, 16, 3) and images.dtype == np.uint8 and images[0, 0, 0].tolist() == [128] * 3
+
+
+def test_featurize_refuses_an_image_that_changed_since_preprocess(tmp_path):
+    """dvc.yaml lists the manifest, not data/raw, as featurize's input: the sha256 column must pin each file."""
+    Image.new("L", (50, 30), 128).save(tmp_path / "x.png")
+    manifest = pd.DataFrame({"image_path": ["x.png"], "sha256": [hashlib.sha256(b"other bytes").hexdigest()]})
+    with pytest.raises(UserError, match="x.png is missing or has changed since preprocess"):
+        decode_all(manifest, tmp_path, 16)
+    with pytest.raises(UserError, match="gone.png is missing"):
+        decode_all(manifest.assign(image_path=["gone.png"]), tmp_path, 16)
 
 
 def test_split_is_stratified_and_keeps_identical_pictures_together(tiny_images):

@@ -1,3 +1,4 @@
+import hashlib
 import io
 
 import numpy as np
@@ -139,7 +140,8 @@ def test_images_under_twice_the_model_size_decode_exactly_as_at_full_size():
 def test_training_and_serving_see_the_same_pixels_of_a_large_photo(tmp_path):
     data = photo(480, 360, seed=3)
     (tmp_path / "cat.1.jpg").write_bytes(data)
-    trained_on = decode_all(pd.DataFrame({"image_path": ["cat.1.jpg"]}), tmp_path, 64)[0]
+    manifest = pd.DataFrame({"image_path": ["cat.1.jpg"], "sha256": [hashlib.sha256(data).hexdigest()]})
+    trained_on = decode_all(manifest, tmp_path, 64)[0]
     predictor = Predictor(model=None, spec=ModelSpec("seed_cnn", ["cat", "dog"], 64), identity=None, device="cpu")
     assert np.array_equal(predictor.preprocess(data), trained_on)                   # /predict gets bytes
     assert np.array_equal(predictor.preprocess(tmp_path / "cat.1.jpg"), trained_on)  # predict reads the file
