@@ -2,7 +2,7 @@
 
 :func:`preprocess` drops duplicate rows, the configured irrelevant columns and duplicate
 image content, strips paths, normalises label spelling and checks that every image exists
-and decodes; every input row is either kept or counted under the reason it was dropped.
+and decodes (on every core, :mod:`lifecycle.core.parallel`); every input row is either kept or counted under the reason it was dropped.
 :func:`impute` then fills or drops missing labels with scikit-learn's ``SimpleImputer``.
 """
 from __future__ import annotations
@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 from sklearn.impute import SimpleImputer
 
-from lifecycle.core.images import ImageDecodeError, decode_image, read_header
+from lifecycle.core.images import ImageDecodeError, check_image
+from lifecycle.core.parallel import ordered_map
 from lifecycle.core.progress import progress
 from lifecycle.core.schema import ImputeParams, PreprocessParams
 
@@ -51,6 +52,25 @@ def normalise_label(value: object, classes: list[str], aliases: dict[str, str]) 
     return text if text in classes else f"?{text}"
 
 
+def inspect_file(path: Path, root: Path) -> dict | str:
+    """The content hash and header of the image at ``path``, or the reason to drop its row.
+
+    Reads the file once: the same bytes are hashed and shown to decode (at the cheapest
+    scale, :func:`~lifecycle.core.images.check_image`).
+    """
+    path = path.resolve()
+    if not path.is_relative_to(root):
+        return "path_outside_raw"
+    if not path.is_file():
+        return "missing_file"
+    try:
+        data = path.read_bytes()
+        width, height, mode, fmt = check_image(data)
+    except (OSError, ImageDecodeError):  # OSError: a file we may not read
+        return "unreadable_image"
+    return {"sha256": hashlib.sha256(data).hexdigest(), "width": width, "height": height, "mode": mode, "format": fmt}
+
+
 def preprocess(raw: pd.DataFrame, raw_dir: Path, params: PreprocessParams) -> tuple[pd.DataFrame, CleaningReport]:
     """Clean ``raw`` (paths relative to ``raw_dir``); return clean rows and the accounting."""
     dropped: Counter = Counter()
@@ -73,23 +93,14 @@ def preprocess(raw: pd.DataFrame, raw_dir: Path, params: PreprocessParams) -> tu
     dropped["duplicate_row"] += before - len(frame)
 
     root = raw_dir.resolve()
+    rows = frame.to_dict("records")
+    inspected = ordered_map(lambda row: inspect_file(raw_dir / row["image_path"], root), rows)
     records = []
-    for row in progress(frame.to_dict("records"), desc="preprocess: checking images", total=len(frame)):
-        path = (raw_dir / row["image_path"]).resolve()
-        if not path.is_relative_to(root):
-            dropped["path_outside_raw"] += 1
-            continue
-        if not path.is_file():
-            dropped["missing_file"] += 1
-            continue
-        try:
-            width, height, mode, fmt = read_header(path)
-            decode_image(path)
-        except ImageDecodeError:
-            dropped["unreadable_image"] += 1
-            continue
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        records.append({**row, "sha256": digest, "width": width, "height": height, "mode": mode, "format": fmt})
+    for row, found in progress(zip(rows, inspected), desc="preprocess: checking images", total=len(rows)):
+        if isinstance(found, str):
+            dropped[found] += 1
+        else:
+            records.append({**row, **found})
 
     clean = pd.DataFrame(records, columns=[*frame.columns, "sha256", "width", "height", "mode", "format"])
     # Keep one row per image content, preferring a row that carries a label.

@@ -2,11 +2,12 @@
 
 The ``LabelEncoder`` mapping (cat -> 0, dog -> 1) is saved beside the array and copied
 into every model's sidecar, so training and serving agree on what index 1 means. Every
-image is decoded and resized exactly once, here, through :mod:`lifecycle.images`; no later
-stage opens an image file.
+image is decoded and resized exactly once, here, through :mod:`lifecycle.core.images` (the
+path serving and predict use too); no later stage opens an image file.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ from sklearn.preprocessing import LabelEncoder
 
 from lifecycle.core.errors import UserError
 from lifecycle.core.images import load_array
+from lifecycle.core.parallel import ordered_map
+from lifecycle.core.paths import relative
 from lifecycle.core.progress import progress
 
 
@@ -29,9 +32,29 @@ def encode_labels(labels: pd.Series) -> tuple[np.ndarray, list[str]]:
 
 
 def decode_all(manifest: pd.DataFrame, raw_dir: Path, image_size: int) -> np.ndarray:
-    """Decode and resize every image of ``manifest`` into one (N, S, S, 3) uint8 array."""
+    """Decode and resize every image of ``manifest`` into one (N, S, S, 3) uint8 array, row i from row i.
+
+    Each file must still hold the bytes preprocess hashed into the manifest's ``sha256``
+    column: the manifest pins every image, which is why dvc.yaml lists it, and not the
+    folder of images (25,000 files DVC would otherwise walk again on every ``dvc status``),
+    as featurize's input. The images are decoded on every core, in order
+    (:func:`~lifecycle.core.parallel.ordered_map`).
+    """
     images = np.empty((len(manifest), image_size, image_size, 3), dtype=np.uint8)
-    paths = manifest["image_path"].tolist()
-    for i, name in enumerate(progress(paths, desc="featurize: decoding images", total=len(paths))):
-        images[i] = load_array(raw_dir / name, image_size)
+    rows = list(zip(manifest["image_path"].tolist(), manifest["sha256"].tolist()))
+    decoded = ordered_map(lambda row: _load_pinned(raw_dir, *row, image_size), rows)
+    for i, array in enumerate(progress(decoded, desc="featurize: decoding images", total=len(rows))):
+        images[i] = array
     return images
+
+
+def _load_pinned(raw_dir: Path, name: str, sha256: str, image_size: int) -> np.ndarray:
+    path = raw_dir / name
+    try:
+        data = path.read_bytes()
+    except OSError:
+        data = None
+    if data is None or hashlib.sha256(data).hexdigest() != sha256:
+        raise UserError(f"{relative(path)} is missing or has changed since preprocess hashed it; "
+                        f"rerun the pipeline from ingest (dvc repro).")
+    return load_array(data, image_size)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import pandas as pd
 from lifecycle.core import paths
 from lifecycle.core.errors import UserError
 from lifecycle.core.images import ImageDecodeError
+from lifecycle.core.parallel import ordered_map
 from lifecycle.core.progress import progress
 from lifecycle.core.schema import PredictParams
 from lifecycle.inference import Predictor
@@ -89,6 +90,24 @@ def list_images(root: Path, only: Sequence[str] | None = None) -> tuple[list[tup
     return sorted(accepted), sorted(refused)
 
 
+# Files are decoded (on every core) a chunk at a time, and the chunk classified before the
+# next is decoded: decoding and torch never compete for the cores, and at most this many
+# decoded images wait in memory.
+DECODE_CHUNK = 1024
+
+
+def decode_in_chunks(predictor: Predictor, files: Sequence[Path], max_pixels: int) -> Iterator[np.ndarray | ImageDecodeError]:
+    """Each file's model input, or the error that made it unreadable, in order."""
+    def decode(path: Path) -> np.ndarray | ImageDecodeError:
+        try:
+            return predictor.preprocess(path, max_pixels=max_pixels)
+        except ImageDecodeError as error:
+            return error
+
+    for start in range(0, len(files), DECODE_CHUNK):
+        yield from list(ordered_map(decode, files[start:start + DECODE_CHUNK]))
+
+
 def predict_folder(predictor: Predictor, root: Path, params: PredictParams,
                    only: Sequence[str] | None = None) -> FolderPrediction:
     """Classify every image under ``root``; unreadable and refused files go to ``skipped``."""
@@ -107,12 +126,13 @@ def predict_folder(predictor: Predictor, root: Path, params: PredictParams,
         names.clear()
         batch.clear()
 
-    for name, path in progress(files, desc="predict: classifying images", total=len(files)):
-        try:
-            batch.append(predictor.preprocess(path, max_pixels=params.max_pixels))
-            names.append(name)
-        except ImageDecodeError as error:
-            skipped.append((name, str(error)))
+    decoded = decode_in_chunks(predictor, [path for _, path in files], params.max_pixels)
+    for (name, _), image in progress(zip(files, decoded), desc="predict: classifying images", total=len(files)):
+        if isinstance(image, ImageDecodeError):
+            skipped.append((name, str(image)))
+            continue
+        batch.append(image)
+        names.append(name)
         if len(batch) == params.batch_size:
             flush()
     if batch:

@@ -24,19 +24,53 @@ def make_sampler(params: SynthesizeParams, seed: int):
 
 
 def balance(images: np.ndarray, labels: np.ndarray, params: SynthesizeParams, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Images, labels and a synthetic flag after resampling; originals come first, unchanged."""
+    """Images, labels and a synthetic flag after resampling; originals come first, unchanged.
+
+    The result is what ``make_sampler(params, seed).fit_resample`` gives on the flattened
+    images, computed without its memory: random over-sampling copies uint8 rows as they
+    are, and SMOTE, which only ever interpolates between images of one class, is run on
+    each minority class's images alone (as float32, which imbalanced-learn needs), so that
+    25,000 Kaggle photos never become one float copy of the whole training split, and a
+    balanced split costs nothing.
+    """
     sampler = make_sampler(params, seed)
     if sampler is None:
         return images, labels, np.zeros(len(labels), dtype=bool)
-    smallest = int(np.bincount(labels).min())
+    counts = np.bincount(labels)
+    smallest = int(counts[counts > 0].min())
     if params.method == "smote" and smallest <= params.k_neighbors:
         raise UserError(
             f"synthesize.k_neighbors is {params.k_neighbors} but the smallest class has only {smallest} training images; lower it."
         )
-    flat = images.reshape(len(images), -1).astype(np.float32)
-    resampled, new_labels = sampler.fit_resample(flat, labels)
+    flat = images.reshape(len(images), -1)
+    if params.method == "random_over":
+        resampled, new_labels = sampler.fit_resample(flat, labels)
+        new_images = resampled.reshape(-1, *images.shape[1:])
+    else:
+        new_images, new_labels = _smote_by_class(sampler, flat, labels, counts)
+        new_images = new_images.reshape(-1, *images.shape[1:])
     # imbalanced-learn appends new samples after the originals, in order.
-    assert np.array_equal(resampled[: len(images)], flat)
-    new_images = np.clip(np.rint(resampled), 0, 255).astype(np.uint8).reshape(-1, *images.shape[1:])
+    assert np.array_equal(new_images[: len(images)], images)
     synthetic = np.arange(len(new_labels)) >= len(labels)
     return new_images, new_labels.astype(np.int64), synthetic
+
+
+def _smote_by_class(sampler, flat: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SMOTE's rows for ``flat`` (uint8, one row per image), one minority class at a time.
+
+    imbalanced-learn's SMOTE draws each class's samples from a fresh generator seeded with
+    ``random_state`` and from that class's rows only, so running it on one class's rows
+    (plus one row of the majority class, which it requires and never uses) with that class's
+    target count gives the very rows a run on the whole split gives.
+    """
+    target = int(counts.max())
+    majority_row = int(np.flatnonzero(labels == int(np.argmax(counts)))[0])
+    rows, row_labels = [flat], [labels]
+    for code in np.flatnonzero((counts > 0) & (counts < target)):
+        members = np.flatnonzero(labels == code)
+        subset = np.concatenate([members, [majority_row]])
+        sampler.set_params(sampling_strategy={int(code): target})
+        resampled, new_labels = sampler.fit_resample(flat[subset].astype(np.float32), labels[subset])
+        rows.append(np.clip(np.rint(resampled[len(subset):]), 0, 255).astype(np.uint8))
+        row_labels.append(new_labels[len(subset):])
+    return np.concatenate(rows), np.concatenate(row_labels)

@@ -4,6 +4,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 import pytest
+from imblearn.over_sampling import SMOTE
 from PIL import Image
 
 from lifecycle.cleaning import impute, preprocess
@@ -19,7 +20,7 @@ from lifecycle.core.schema import (
 )
 from lifecycle.features import decode_all, encode_labels
 from lifecycle.splitting import content_groups, split_indices
-from lifecycle.synthesis import balance
+from lifecycle.synthesis import balance, make_sampler
 from lifecycle.synthetic import generate
 
 
@@ -105,8 +106,19 @@ def test_label_encoding_is_alphabetical_and_needs_two_classes():
 
 def test_featurize_decodes_once_into_uint8(tmp_path):
     Image.new("L", (50, 30), 128).save(tmp_path / "x.png")
-    images = decode_all(pd.DataFrame({"image_path": ["x.png"]}), tmp_path, 16)
+    digest = hashlib.sha256((tmp_path / "x.png").read_bytes()).hexdigest()
+    images = decode_all(pd.DataFrame({"image_path": ["x.png"], "sha256": [digest]}), tmp_path, 16)
     assert images.shape == (1, 16, 16, 3) and images.dtype == np.uint8 and images[0, 0, 0].tolist() == [128] * 3
+
+
+def test_featurize_refuses_an_image_that_changed_since_preprocess(tmp_path):
+    """dvc.yaml lists the manifest, not data/raw, as featurize's input: the sha256 column must pin each file."""
+    Image.new("L", (50, 30), 128).save(tmp_path / "x.png")
+    manifest = pd.DataFrame({"image_path": ["x.png"], "sha256": [hashlib.sha256(b"other bytes").hexdigest()]})
+    with pytest.raises(UserError, match="x.png is missing or has changed since preprocess"):
+        decode_all(manifest, tmp_path, 16)
+    with pytest.raises(UserError, match="gone.png is missing"):
+        decode_all(manifest.assign(image_path=["gone.png"]), tmp_path, 16)
 
 
 def test_split_is_stratified_and_keeps_identical_pictures_together(tiny_images):
@@ -135,6 +147,40 @@ def test_smote_balances_and_flags_synthetic_rows(tiny_images):
     unchanged = balance(images, labels, SynthesizeParams(method="none"), seed=0)
     assert len(unchanged[1]) == 40 and not unchanged[2].any()
     assert np.bincount(balance(images, labels, SynthesizeParams(method="random_over"), seed=0)[1]).tolist() == [28, 28]
+
+
+def whole_split_resample(images, labels, params, seed):
+    """What imbalanced-learn gives on the whole split as one float32 matrix (the old, memory-hungry way)."""
+    flat = images.reshape(len(images), -1).astype(np.float32)
+    resampled, new_labels = make_sampler(params, seed).fit_resample(flat, labels)
+    return np.clip(np.rint(resampled), 0, 255).astype(np.uint8).reshape(-1, *images.shape[1:]), new_labels
+
+
+@pytest.mark.parametrize("method", ["smote", "random_over"])
+@pytest.mark.parametrize("class_sizes", [(28, 12), (12, 28), (20, 7, 13)])
+def test_balancing_gives_the_rows_of_a_whole_split_resample(method, class_sizes):
+    rng = np.random.default_rng(1)
+    labels = rng.permutation(np.repeat(np.arange(len(class_sizes)), class_sizes))
+    images = rng.integers(0, 256, size=(len(labels), 8, 8, 3), dtype=np.uint8)
+    params = SynthesizeParams(method=method, k_neighbors=3)
+    expected_images, expected_labels = whole_split_resample(images, labels, params, seed=5)
+    out_images, out_labels, synthetic = balance(images, labels, params, seed=5)
+    assert np.array_equal(out_images, expected_images) and np.array_equal(out_labels, expected_labels)
+    assert synthetic.sum() == sum(max(class_sizes) - n for n in class_sizes)
+
+
+def test_smote_never_copies_the_majority_class_as_floats(monkeypatch):
+    """At 25,000 photos a float32 copy of the split is 1.2 GB: only minority rows may be converted."""
+    labels = np.array([0] * 60 + [1] * 10)
+    images = np.random.default_rng(0).integers(0, 256, size=(70, 8, 8, 3), dtype=np.uint8)
+    seen = []
+    original = SMOTE.fit_resample
+    monkeypatch.setattr(SMOTE, "fit_resample", lambda self, X, y: seen.append(len(X)) or original(self, X, y))
+    balance(images, labels, SynthesizeParams(method="smote", k_neighbors=3), seed=0)
+    assert seen == [11]  # the ten minority images and the one majority row imbalanced-learn requires
+    seen.clear()
+    balance(images[:20], np.array([0] * 10 + [1] * 10), SynthesizeParams(method="smote", k_neighbors=3), seed=0)
+    assert seen == []  # a balanced split costs nothing
 
 
 def test_smote_with_too_few_minority_images_names_the_key(tiny_images):

@@ -1,16 +1,22 @@
+import hashlib
 import io
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
 from lifecycle.core.images import (
     ImageDecodeError,
+    check_image,
     decode_image,
     load_array,
     read_header,
+    resize_to_array,
 )
-from lifecycle.models import to_model_input
+from lifecycle.features import decode_all
+from lifecycle.inference import Predictor
+from lifecycle.models import ModelSpec, to_model_input
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
@@ -101,3 +107,51 @@ def test_load_array_and_model_input_shapes():
     batch = to_model_input(np.stack([array, array]), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     assert batch.shape == (2, 3, 16, 16)
     assert float(batch.min()) >= -1.0 and float(batch.max()) <= 1.0
+
+
+def photo(width: int, height: int, seed: int = 0) -> bytes:
+    """A Kaggle-sized JPEG: smooth colour plus noise, so that decoding at reduced scale changes pixels."""
+    rng = np.random.default_rng(seed)
+    coarse = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
+    pixels = np.asarray(coarse, dtype=np.int16) + rng.integers(-20, 21, (height, width, 3))
+    return encode(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), "JPEG", quality=90)
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_scale_with_a_margin():
+    data = photo(600, 520)
+    assert decode_image(data, reduce_to=200).size == (300, 260)  # 1/2: 1/4 would leave sides under 200
+    assert decode_image(data, reduce_to=128).size == (150, 130)  # 1/4: both sides still >= 128
+    assert decode_image(data, reduce_to=64).size == (75, 65)     # 1/8, the smallest scale there is
+    assert decode_image(data).size == (600, 520)
+    reduced = load_array(data, 64)  # decodes at least 2 x 64 a side
+    assert np.array_equal(reduced, resize_to_array(decode_image(data, reduce_to=128), 64))
+    full = resize_to_array(decode_image(data), 64)
+    assert not np.array_equal(reduced, full)  # the reduced decode is really used ...
+    assert np.abs(reduced.astype(int) - full).mean() < 2.0  # ... and sees nearly the same picture
+
+
+def test_images_under_twice_the_model_size_decode_exactly_as_at_full_size():
+    """Every image of the embedded default data (48-160 px for a 64 px model): outputs unchanged."""
+    for size in [(160, 160), (255, 300), (48, 100)]:
+        data = photo(*size)
+        assert np.array_equal(load_array(data, 64), resize_to_array(decode_image(data), 64))
+
+
+def test_training_and_serving_see_the_same_pixels_of_a_large_photo(tmp_path):
+    data = photo(480, 360, seed=3)
+    (tmp_path / "cat.1.jpg").write_bytes(data)
+    manifest = pd.DataFrame({"image_path": ["cat.1.jpg"], "sha256": [hashlib.sha256(data).hexdigest()]})
+    trained_on = decode_all(manifest, tmp_path, 64)[0]
+    predictor = Predictor(model=None, spec=ModelSpec("seed_cnn", ["cat", "dog"], 64), identity=None, device="cpu")
+    assert np.array_equal(predictor.preprocess(data), trained_on)                   # /predict gets bytes
+    assert np.array_equal(predictor.preprocess(tmp_path / "cat.1.jpg"), trained_on)  # predict reads the file
+
+
+def test_the_readability_check_fails_where_a_full_decode_fails():
+    data = photo(400, 300)
+    assert check_image(data) == (400, 300, "RGB", "JPEG")
+    for cut in (len(data) // 5, len(data) // 2, len(data) - 40):
+        with pytest.raises(ImageDecodeError, match="truncated or corrupt"):
+            decode_image(data[:cut])
+        with pytest.raises(ImageDecodeError, match="truncated or corrupt"):
+            check_image(data[:cut])

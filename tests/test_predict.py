@@ -19,6 +19,7 @@ from lifecycle.core.params import validate
 from lifecycle.core.schema import PredictParams
 from lifecycle.inference import load_predictor
 from lifecycle.models import ModelSpec, SeedCNN, save_model
+from lifecycle import prediction
 from lifecycle.prediction import list_images, predict_folder, resolve_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,6 +122,38 @@ def test_batch_size_does_not_change_the_answers(folder, model_dir):
     one = predict_folder(predictor, folder, PredictParams(input=str(folder), batch_size=1)).predictions
     many = predict_folder(predictor, folder, PredictParams(input=str(folder), batch_size=64)).predictions
     pd.testing.assert_frame_equal(one, many, atol=2e-6, check_exact=False)
+
+
+def test_chunked_parallel_decoding_gives_the_bytes_of_one_file_at_a_time(folder, model_dir, monkeypatch):
+    """Chunks (and threads) change how the work is done, never the batches or the CSV."""
+    predictor = load_predictor(model_dir)
+    params = PredictParams(input=str(folder), batch_size=2)
+    monkeypatch.setattr(prediction, "ordered_map", lambda function, items: map(function, items))
+    monkeypatch.setattr(prediction, "DECODE_CHUNK", 10_000)
+    serial = predict_folder(predictor, folder, params)
+    monkeypatch.undo()
+    batches = []
+    original = predictor.predict
+    monkeypatch.setattr(predictor, "predict", lambda images: batches.append(len(images)) or original(images))
+    for chunk in (1, 3, 4, 1024):
+        monkeypatch.setattr(prediction, "DECODE_CHUNK", chunk)
+        batches.clear()
+        chunked = predict_folder(predictor, folder, params)
+        assert batches == [2, 2, 1]  # batches of batch_size across chunk boundaries, in file order
+        assert chunked.predictions.to_csv().encode() == serial.predictions.to_csv().encode()
+        assert chunked.skipped.equals(serial.skipped) and chunked.report == serial.report
+
+
+def test_the_predict_stage_sets_passive_openmp_waiting_before_torch_loads():
+    probe = ("import os, sys\n"
+             "class Hook:\n"
+             "    def find_spec(self, name, path=None, target=None):\n"
+             "        if name == 'torch': print('torch sees', os.environ.get('OMP_WAIT_POLICY'))\n"
+             "sys.meta_path.insert(0, Hook())\n"
+             "import stages.predict\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines()[0] == "torch sees PASSIVE"
 
 
 def test_images_over_the_pixel_cap_are_skipped(folder, model_dir):

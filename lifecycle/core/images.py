@@ -6,6 +6,16 @@ same pixels in production as in training: EXIF orientation applied, the first fr
 every mode (grayscale, palette, RGBA, CMYK, 16-bit) made RGB, transparency composited on
 white, then one resize. The pixel count is checked from the header, before decoding, so a
 decompression bomb is refused without allocating it.
+
+A JPEG much larger than the model's size (a 400-pixel photo for a 64-pixel model) is decoded
+at 1/2, 1/4 or 1/8 scale by libjpeg itself (Pillow's ``Image.draft``), which skips most of
+the inverse DCT and colour conversion: about twice as fast on Kaggle-sized photos. The
+reduced image keeps at least :data:`DRAFT_MARGIN` times the model's size on each side, so
+the final resize still averages over several source pixels per output pixel; images
+smaller than that (every image of the embedded default data) are decoded exactly as before.
+preprocess checks that an image decodes with :func:`check_image`, at the smallest scale:
+the whole compressed stream is still read, so truncated and corrupt files fail as they
+would at full size.
 """
 from __future__ import annotations
 
@@ -20,6 +30,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # in each model's sidecar so that serving normalises exactly as training did.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# The reduced decode keeps each side at least this many times the model's input side.
+DRAFT_MARGIN = 2
 
 # Larger than any photo a phone takes (about 50 megapixels), far below what exhausts memory.
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -39,8 +52,14 @@ def read_header(source: bytes | Path) -> tuple[int, int, str, str]:
         return image.width, image.height, image.mode, image.format or "unknown"
 
 
-def decode_image(source: bytes | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode ``source`` fully into an RGB image, or raise :class:`ImageDecodeError`."""
+def decode_image(source: bytes | Path, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 reduce_to: int | None = None) -> Image.Image:
+    """Decode ``source`` into an RGB image, or raise :class:`ImageDecodeError`.
+
+    ``reduce_to``: the smallest side the caller needs; a JPEG with both sides at least twice
+    that is decoded at the smallest of 1/2, 1/4, 1/8 scale that keeps both sides at or above
+    it (other formats ignore it). None decodes at full size.
+    """
     with _open(source) as image:
         if image.width * image.height > max_pixels:
             raise ImageTooLargeError(
@@ -48,6 +67,8 @@ def decode_image(source: bytes | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
             )
         try:
             image.seek(0)
+            if reduce_to:
+                image.draft(None, (reduce_to, reduce_to))
             image.load()
             image = ImageOps.exif_transpose(image)
             return to_rgb(image)
@@ -78,8 +99,20 @@ def resize_to_array(image: Image.Image, size: int) -> np.ndarray:
 
 
 def load_array(source: bytes | Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """:func:`decode_image` then :func:`resize_to_array`: the whole path in one call."""
-    return resize_to_array(decode_image(source, max_pixels=max_pixels), size)
+    """:func:`decode_image` (reduced to :data:`DRAFT_MARGIN` x ``size``) then :func:`resize_to_array`."""
+    return resize_to_array(decode_image(source, max_pixels=max_pixels, reduce_to=DRAFT_MARGIN * size), size)
+
+
+def check_image(source: bytes | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int, str, str]:
+    """Width, height, mode and format from the header, once the image has been shown to decode.
+
+    Decodes at the smallest scale the format allows (a JPEG at 1/8): every compressed byte
+    is still read, so a truncated or corrupt file raises :class:`ImageDecodeError` as a
+    full decode would, at a fraction of the cost.
+    """
+    header = read_header(source)
+    decode_image(source, max_pixels=max_pixels, reduce_to=1)
+    return header
 
 
 def _open(source: bytes | Path) -> Image.Image:
