@@ -3,7 +3,8 @@
 :func:`send` creates or updates the run of one spooled pipeline state (idempotent: a state
 mirrored again updates its run; only missing params and metric points are logged), logs
 its artifacts and the selected model (``mlflow.pytorch.log_model``, torch.export "pt2"
-format: no pickle, sidecar as ``extra_files/model.json``), registers it as
+format: no pickle, sidecar as ``extra_files/model.json``; and, through :mod:`tracking.pyfunc`,
+as ``image-model``, a pyfunc that takes image bytes), registers the pt2 model as
 ``cats-vs-dogs`` and points the alias ``candidate`` at the newest pipeline run's version.
 
 Where: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///mlflow.db`` with artifacts in
@@ -293,6 +294,7 @@ def _log_model(
     import torch
 
     from lifecycle.models import SIDECAR_FILE, load_model
+    from tracking.pyfunc import log_image_model
 
     with global_store(uri):
         logged = [
@@ -315,6 +317,7 @@ def _log_model(
                     serialization_format="pt2",
                     tags={TAG_STATE: tags[TAG_STATE]},
                 ).model_id
+        log_image_model(client, experiment_id, run_id, folder, tags)  # the image-bytes pyfunc, once per run
 
         versions = client.search_model_versions(f"name = '{REGISTERED_MODEL}' and run_id = '{run_id}'")
         if versions:
