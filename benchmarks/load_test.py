@@ -1,8 +1,8 @@
-"""Bounded load test, on loopback only: this service under gunicorn vs `mlflow models serve`, same model.
+"""Bounded load test, on loopback only: this service under gunicorn vs `mlflow models serve` (twice), same model.
 
     python benchmarks/load_test.py [--model models/best | --demo] [--requests 2000] [--concurrency 8]
 
-Starts both servers on free 127.0.0.1 ports with the same number of workers and torch
+Starts the three servers on free 127.0.0.1 ports with the same number of workers and torch
 threads, checks that they give the same answers for the sample images, then sends each one
 ``--requests`` requests from ``--concurrency`` client threads (one at a time, so the servers
 never compete) and prints p50/p99 latency, requests per second and errors side by side. It
@@ -13,9 +13,14 @@ What each server does per request differs, on purpose, as a client would see it:
 - Flask (this service): receives the image file (multipart), decodes, resizes and
   normalises it on the server (lifecycle.images), runs the model, answers label and
   probabilities.
-- MLflow: receives the already preprocessed float32 (1, 3, S, S) tensor as JSON
-  (``{"inputs": ...}``; the client did the preprocessing, outside the timing), runs the
-  model, answers logits.
+- MLflow (tensor JSON, the pt2 model): receives the already preprocessed float32
+  (1, 3, S, S) tensor as JSON (``{"inputs": ...}``; the client did the preprocessing, outside
+  the timing), runs the model, answers logits.
+- MLflow (image pyfunc, like for like): the image-bytes pyfunc the mirror also logs
+  (tracking/pyfunc.py) receives the same JPEG bytes as this service, base64 in JSON
+  (``{"dataframe_split": ...}``: MLflow's scoring server takes JSON, CSV or Parquet, not
+  multipart), decodes, resizes and normalises them with the service's own code
+  (lifecycle.inference.Predictor), answers label and probabilities.
 
 ``--demo`` benchmarks an untrained model of the seed's architecture (seed_cnn, the pipeline's
 image size) when models/best does not exist yet: latency does not depend on the weights.
@@ -23,6 +28,7 @@ image size) when models/best does not exist yet: latency does not depend on the 
 from __future__ import annotations
 
 import argparse
+import base64
 import io
 import json
 import os
@@ -112,6 +118,47 @@ def save_mlflow_model(model_dir: Path, destination: Path) -> None:
         signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
     mlflow.pytorch.save_model(model, str(destination), signature=signature, input_example=example,
                               extra_files=[str(model_dir / "model.json")])
+
+
+IMAGE_PYFUNC = "mlflow models serve (image pyfunc)"  # the like-for-like server
+TENSOR_MLFLOW = "mlflow models serve"                # the tensor-JSON server, as before
+
+
+def save_image_pyfunc(model_dir: Path, destination: Path) -> None:
+    """The model as the mirror's ``image-model``: image bytes in, the service's answer out."""
+    from tracking.pyfunc import save_image_model
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # MLflow copies the artifacts with a bar
+    save_image_model(model_dir, destination)
+
+
+def image_pyfunc_bodies(images: list[bytes]) -> list[str]:
+    """One request body per image: its bytes, base64 in MLflow's ``dataframe_split`` JSON."""
+    from tracking.image_model import IMAGE_COLUMN
+
+    return [json.dumps({"dataframe_split": {"columns": [IMAGE_COLUMN], "data": [[base64.b64encode(data).decode()]]}})
+            for data in images]
+
+
+def image_pyfunc_sender(port: int, bodies: list[str], expected: np.ndarray):
+    """``send(session, i)`` for the image pyfunc: the i-th JPEG, checked against the model's answer."""
+    def send(session: requests.Session, i: int) -> bool:
+        k = i % len(bodies)
+        response = session.post(f"http://{HOST}:{port}/invocations", data=bodies[k],
+                                headers={"Content-Type": "application/json"}, timeout=60)
+        return response.status_code == 200 and response.json()["predictions"][0]["prediction"] == int(np.argmax(expected[k]))
+    return send
+
+
+def print_comparisons(results: dict) -> None:
+    """The service against each MLflow server: throughput and median latency ratios."""
+    flask = results["flask+gunicorn"]
+    for name, what in ((TENSOR_MLFLOW, "tensor JSON: MLflow is sent tensors the client preprocessed"),
+                       (IMAGE_PYFUNC, "like for like: both are sent the same JPEG bytes")):
+        if name in results:
+            other = results[name]
+            print(f"flask/{name} ({what}): {flask['requests_per_second'] / other['requests_per_second']:.2f}x the "
+                  f"throughput, {flask['p50_ms'] / other['p50_ms']:.2f}x the p50 latency")
 
 
 def free_port() -> int:
@@ -212,12 +259,13 @@ def main() -> None:
                SERVE_TORCH_THREADS=str(args.torch_threads), SERVE_MODEL=str(model_dir.resolve()),
                MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")  # mlflow execs uvicorn
-    flask_port, mlflow_port = free_port(), free_port()
-    mlflow_dir = scratch / "mlflow-model"
+    flask_port, mlflow_port, pyfunc_port = free_port(), free_port(), free_port()
+    mlflow_dir, pyfunc_dir = scratch / "mlflow-model", scratch / "image-pyfunc"
     print(f"model {spec.architecture} {spec.image_size}px from {model_dir}; {len(images)} sample images; "
           f"{args.requests} requests x {args.concurrency} clients per server; {args.workers} workers, "
           f"{args.torch_threads} torch thread(s) each", file=sys.stderr)
     save_mlflow_model(model_dir, mlflow_dir)
+    save_image_pyfunc(model_dir, pyfunc_dir)
 
     servers = {
         "flask+gunicorn": ([sys.executable, "-m", "gunicorn", "-w", str(args.workers), "-b", f"{HOST}:{flask_port}",
@@ -225,6 +273,9 @@ def main() -> None:
         "mlflow models serve": ([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(mlflow_dir),
                                  "--env-manager", "local", "-h", HOST, "-p", str(mlflow_port),
                                  "-w", str(args.workers)], f"http://{HOST}:{mlflow_port}/ping"),
+        IMAGE_PYFUNC: ([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(pyfunc_dir), "--env-manager",
+                        "local", "-h", HOST, "-p", str(pyfunc_port), "-w", str(args.workers)],
+                       f"http://{HOST}:{pyfunc_port}/ping"),
     }
 
     def send_flask(session: requests.Session, i: int) -> bool:
@@ -240,7 +291,8 @@ def main() -> None:
         return response.status_code == 200 and int(np.argmax(response.json()["predictions"][0])) == int(np.argmax(expected[k]))
 
     results = {}
-    for name, send in [("flask+gunicorn", send_flask), ("mlflow models serve", send_mlflow)]:
+    send_pyfunc = image_pyfunc_sender(pyfunc_port, image_pyfunc_bodies(images), expected)
+    for name, send in [("flask+gunicorn", send_flask), ("mlflow models serve", send_mlflow), (IMAGE_PYFUNC, send_pyfunc)]:
         command, health = servers[name]
         process = start(command, env, health, scratch / f"{name.split()[0]}.log")
         try:
@@ -254,10 +306,10 @@ def main() -> None:
     print(f"\n| server | requests | errors | req/s | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         print(f"| {name} | {r['requests']} | {r['errors']} | {r['requests_per_second']} | {r['p50_ms']} | {r['p99_ms']} |")
-    flask, mlflow = results["flask+gunicorn"], results["mlflow models serve"]
-    print(f"\nflask/mlflow: {flask['requests_per_second'] / mlflow['requests_per_second']:.2f}x the throughput, "
-          f"{flask['p50_ms'] / mlflow['p50_ms']:.2f}x the p50 latency; 1-minute load average after each run: "
-          f"{flask['load_average_after']}, {mlflow['load_average_after']} on {os.cpu_count()} CPUs")
+    print()
+    print_comparisons(results)
+    print("1-minute load average after each run: " + ", ".join(
+        f"{name} {r['load_average_after']}" for name, r in results.items()) + f" ({os.cpu_count()} CPUs)")
     if args.output:
         args.output.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()},
                                            "results": results}, indent=2) + "\n")
