@@ -19,6 +19,14 @@ one sentence before anything moves. A transfer that breaks later (the remote goe
 midway) loses nothing either: DVC writes every file to its destination atomically, content-
 addressed, so what arrived is whole and a rerun sends only the rest.
 
+The run-cache needs one more step. DVC 3 pushes the run-cache's entries (which stage ran on
+which deps and params, and what it wrote) but not what they wrote, unless a pushed revision
+holds it: never the copies of uncached outputs (every stage's metrics and curves, committed
+to git) that a restore checks out. So after a successful push this also sends every object
+the local run-cache refers to (what is already there is skipped). With it a colleague's
+``dvc exp run --pull -S lr=0.01`` (or ``dvc repro --pull``) restores a run anyone pushed
+instead of computing it again.
+
 Exit status: DVC's own on a failed transfer; 2 when the remote cannot be reached or is not
 configured (nothing was transferred). Nothing in the pipeline imports this file.
 """
@@ -107,6 +115,45 @@ def why_unreachable(remote, pulling: bool) -> str | None:
     return None
 
 
+def run_outputs(objects: Path, runs: Path) -> set[str]:
+    """The md5 of every object the run-cache entries under ``runs`` refer to that ``objects`` holds."""
+    import json
+
+    import yaml
+
+    def held(name: str) -> bool:
+        return (objects / name[:2] / name[2:]).is_file()
+
+    found: set[str] = set()
+    for entry in sorted(runs.glob("*/*/*")):
+        for out in (yaml.safe_load(entry.read_text()) or {}).get("outs", []):
+            name = out.get("md5")
+            if not name or out.get("hash", "md5") != "md5" or not held(name):
+                continue
+            found.add(name)
+            if name.endswith(".dir"):  # a folder: its manifest lists its files
+                listing = json.loads((objects / name[:2] / name[2:]).read_text())
+                found |= {item["md5"] for item in listing if held(item["md5"])}
+    return found
+
+
+def push_run_outputs(root: Path, name: str | None) -> int:
+    """Send what the local run-cache's entries wrote to the remote; returns how many objects went."""
+    from dvc.repo import Repo
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    with Repo(str(root)) as repo:
+        runs = Path(repo.cache.legacy.path) / "runs"      # .dvc/cache/runs, or under cache.dir
+        objects = {HashInfo("md5", value) for value in run_outputs(Path(repo.cache.local.path), runs)}
+        if not objects:
+            return 0
+        result = repo.cloud.push(objects, remote=name)
+    if result.failed:
+        raise UserError(f"{len(result.failed)} output(s) of the run-cache could not be pushed; "
+                        f"run the same command again once the remote answers.")
+    return len(result.transferred)
+
+
 def dvc_command(verb: tuple[str, ...], rest: list[str]) -> list[str]:
     """The DVC command line: the verb, --run-cache (unless the user said otherwise), the rest."""
     run_cache = [] if {"--run-cache", "--no-run-cache"} & set(rest) else ["--run-cache"]
@@ -130,6 +177,10 @@ def main(argv: list[str] | None = None, root: Path | None = None) -> int:
         return 0
     command = dvc_command(verb, rest)
     done = subprocess.run(command, cwd=root)
+    if done.returncode == 0 and verb[-1] == "push" and "--no-run-cache" not in rest:
+        sent = push_run_outputs(root, remote.name)
+        if sent:
+            print(f"{sent} run-cache output file(s) pushed")
     if done.returncode != 0:
         print(f"error: `dvc {' '.join(command[3:])}` with {where} failed (exit {done.returncode}; DVC's "
               f"message is above). Nothing local was lost and every file that arrived is whole (DVC moves "

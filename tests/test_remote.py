@@ -9,8 +9,8 @@ fresh ``git clone``s of origin, as a colleague or CI would:
    stage its ``dvc repro`` runs is ``mirror``, which records the same pipeline state in the
    team's MLflow store, into the same run (its receipt is per clone, gitignored);
 2. an experiment pushed from one clone (``dvc exp push``) is pulled, applied and reproduced
-   (retrained, byte for byte) in another, and a third clone that only pulled the run-cache
-   gets the experiment's results from ``dvc exp run`` without training;
+   (retrained, byte for byte) in another, and a third, fresh clone gets the experiment's
+   results from ``dvc exp run --pull`` out of the team's run-cache, without training;
 3. when the remote cannot be reached, the command says so in one sentence and loses nothing:
    no file appears where the share should be mounted, no half-written output or remote
    object, the cache intact, and the same command succeeds once the remote is back.
@@ -220,9 +220,8 @@ def test_an_experiment_pushed_from_one_clone_is_pulled_applied_and_reproduced_in
     assert (bob.path / "dvc.lock").read_bytes() == lock
     assert bob.status() == {}
 
-    carol = team.clone(tmp_path / "carol")                          # only the run-cache, no experiment refs
-    carol.remote("pull")
-    rerun = carol.dvc("exp", "run", "-S", "lr=0.01")
+    carol = team.clone(tmp_path / "carol")                          # no experiment refs, nothing pulled:
+    rerun = carol.dvc("exp", "run", "--pull", "-S", "lr=0.01")      # the team's run-cache, as CI would use it
     assert "Stage 'train' is cached - skipping run, checking out outputs" in rerun.stdout, rerun.stdout
     assert not {"train", "evaluate@train", "select"} & ran(rerun.stdout), rerun.stdout
     assert tree(carol.path / "models/train") == results["models/train"]
@@ -302,3 +301,42 @@ def test_an_unreachable_remote_fails_in_one_sentence_and_loses_nothing(team: Tea
     dave.remote("pull")
     for out in outputs:
         assert tree(dave.path / out) == tree(team.alice.path / out), out
+
+
+def test_two_nodes_train_with_torchrun_each_from_the_pulled_data_and_node_0_records_it(team: Team, tmp_path: Path):
+    """The stage command unchanged (``-m stages.train``) under torchrun across two "nodes" (two
+    clones on loopback): each pulls only what training reads, rank 0 writes the model, and
+    node 0 records the run with ``dvc commit`` and pushes it for the team."""
+    import socket
+
+    inputs = ["data/processed/train_balanced.npz", "data/processed/split", "data/processed/classes.json"]
+    nodes = [team.clone(tmp_path / f"node{rank}") for rank in (0, 1)]
+    for node in nodes:
+        node.remote("pull", *inputs)
+        assert not (node.path / "models/train").exists()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launchers = [
+        subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(rank),
+                          "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", str(port),
+                          "-m", "stages.train"],
+                         cwd=node.path, env=node.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank, node in enumerate(nodes)
+    ]
+    logs = [launcher.communicate(timeout=900)[0] for launcher in launchers]
+    assert [launcher.returncode for launcher in launchers] == [0, 0], logs
+    assert "train epoch 1/" in logs[0] and "train epoch 1/" not in logs[1]   # rank 0 alone reports ...
+    assert not (nodes[1].path / "models/train").exists()                     # ... and writes
+    sidecar = json.loads((nodes[0].path / "models/train/model.json").read_text())
+    assert sidecar["info"]["world_size"] == 2
+
+    node0 = nodes[0]
+    node0.remote("pull")                                                     # the rest of the pipeline's outputs
+    node0.dvc("commit", "--force", "train")                                  # record the two-node run
+    lock = yaml.safe_load((node0.path / "dvc.lock").read_text())
+    [model] = [out for out in lock["stages"]["train"]["outs"] if out["path"] == "models/train"]
+    assert model["md5"] != next(out["md5"] for out in yaml.safe_load((team.alice.path / "dvc.lock").read_text())
+                                ["stages"]["train"]["outs"] if out["path"] == "models/train")
+    assert "train" not in node0.status()                                    # recorded; downstream now due
+    node0.remote("push")

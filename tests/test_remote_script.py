@@ -3,11 +3,13 @@ remote cannot be used, before anything moves (tests/test_remote.py runs it end t
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lifecycle.core.errors import UserError
 
@@ -98,3 +100,23 @@ def test_the_script_prints_one_error_line_and_exits_2(repository: Path, tmp_path
                             capture_output=True, text=True, env=env_with_venv())
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: the DVC remote 'storage' (")
+
+
+def test_the_run_cache_outputs_to_push_are_every_object_its_entries_name_that_the_cache_holds(tmp_path: Path):
+    objects, runs = tmp_path / "files" / "md5", tmp_path / "runs"
+    def put(name: str, data: bytes) -> None:
+        (objects / name[:2]).mkdir(parents=True, exist_ok=True)
+        (objects / name[:2] / name[2:]).write_bytes(data)
+
+    put("aa" + "1" * 30, b"model")
+    put("bb" + "2" * 30, b"curve")
+    put("cc" + "3" * 26 + ".dir", json.dumps([{"md5": "bb" + "2" * 30, "relpath": "loss.tsv"},
+                                             {"md5": "dd" + "4" * 30, "relpath": "gone.tsv"}]).encode())
+    entry = runs / "ke" / "key" / "value"
+    entry.parent.mkdir(parents=True)
+    entry.write_text(yaml.safe_dump({"cmd": "python -m stages.train", "outs": [
+        {"path": "models/train", "hash": "md5", "md5": "aa" + "1" * 30},
+        {"path": "metrics/train/plots", "hash": "md5", "md5": "cc" + "3" * 26 + ".dir"},  # uncached, committed
+        {"path": "metrics/other.json", "hash": "md5", "md5": "ee" + "5" * 30},            # not held here
+    ]}))
+    assert remote.run_outputs(objects, runs) == {"aa" + "1" * 30, "cc" + "3" * 26 + ".dir", "bb" + "2" * 30}
