@@ -126,7 +126,8 @@ def assert_every_remote_object_is_whole(storage: Path) -> None:
 def workspace_objects(clone: Clone) -> list[str]:
     """The cache objects (md5 names) the workspace's outputs are made of: what `dvc push` sends."""
     lock = yaml.safe_load((clone.path / "dvc.lock").read_text())
-    names = {out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", []) if "md5" in out}
+    cached = set(cached_outputs(clone.path))
+    names = {out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", []) if out["path"] in cached}
     cache = clone.path / ".dvc" / "cache" / "files" / "md5"
     for name in [n for n in names if n.endswith(".dir")]:
         if (cache / name[:2] / name[2:]).is_file():
@@ -273,34 +274,37 @@ def test_an_unreachable_remote_fails_in_one_sentence_and_loses_nothing(team: Tea
     assert "saved-offline" not in carol.run("git", "ls-remote", "origin").stdout  # no ref without its data
     mount()
 
-    # A remote that breaks during a push: it lacks two groups of the objects carol's outputs are
-    # made of, and one of those groups cannot be written (its folder's name is taken by a file).
-    cache = carol.path / ".dvc" / "cache"
-    held = {p.relative_to(cache): p.read_bytes() for p in sorted((cache / "files" / "md5").glob("*/*"))}
-    groups = sorted({name[:2] for name in workspace_objects(carol)})
-    lost, blocked = (storage / "files" / "md5" / group for group in groups[:2])
-    shutil.rmtree(lost)
-    shutil.rmtree(blocked)
-    blocked.write_text("not a folder\n")
+    # A remote that breaks during a push. Carol makes new outputs (predictions of a changed
+    # predict stage); the remote cannot take one of the new files (a folder holds its name).
+    carol.set_params({"predict": {"max_pixels": 10_000}})
+    assert {"predict"} <= ran(carol.dvc("repro").stdout)
+    cache = carol.path / ".dvc" / "cache" / "files" / "md5"
+    new = [name for name in workspace_objects(carol) if not (storage / "files" / "md5" / name[:2] / name[2:]).exists()]
+    assert len(new) >= 2, new
+    blocker = storage / "files" / "md5" / new[0][:2] / new[0][2:]
+    blocker.mkdir(parents=True)
+    held = {name: (cache / name[:2] / name[2:]).read_bytes() for name in workspace_objects(carol)}
     failed = carol.remote("push", check=False)
     assert failed.returncode not in (0, 2)
     assert failed.stderr.strip().splitlines()[-1].startswith(
         f"error: `dvc push --run-cache` with the DVC remote 'storage' ({storage}) failed"), failed.stderr
     assert_every_remote_object_is_whole(storage)                    # never a partial object
-    assert {p.relative_to(cache): p.read_bytes() for p in sorted((cache / "files" / "md5").glob("*/*"))} == held
-    assert carol.status() == {}
+    assert {name: (cache / name[:2] / name[2:]).read_bytes() for name in workspace_objects(carol)} == held
+    assert carol.status() == {}                                     # nothing local lost or changed
     assert leftovers(carol.path) == []
 
-    blocked.unlink()                                                # the remote is back
+    blocker.rmdir()                                                 # the remote is back
     carol.remote("push")
-    for name in workspace_objects(carol):                           # every object carol's outputs need
-        assert (storage / "files" / "md5" / name[:2] / name[2:]).read_bytes() == held[
-            Path("files", "md5", name[:2], name[2:])], name
-    dave = team.clone(tmp_path / "dave")
+    for name, data in held.items():                                 # every object carol's outputs need
+        assert (storage / "files" / "md5" / name[:2] / name[2:]).read_bytes() == data, name
+    carol.commit("predictions of large images only")
+    carol.run("git", "push", "-q", "origin", "HEAD:carol")
+    dave = team.clone(tmp_path / "dave")                            # a colleague gets carol's outputs
+    dave.run("git", "checkout", "-q", "carol")
     dave.dvc("remote", "modify", "--local", "storage", "url", str(storage))
     dave.remote("pull")
     for out in outputs:
-        assert tree(dave.path / out) == tree(team.alice.path / out), out
+        assert tree(dave.path / out) == tree(carol.path / out), out
 
 
 def test_two_nodes_train_with_torchrun_each_from_the_pulled_data_and_node_0_records_it(team: Team, tmp_path: Path):
@@ -311,9 +315,9 @@ def test_two_nodes_train_with_torchrun_each_from_the_pulled_data_and_node_0_reco
 
     inputs = ["data/processed/train_balanced.npz", "data/processed/split", "data/processed/classes.json"]
     nodes = [team.clone(tmp_path / f"node{rank}") for rank in (0, 1)]
-    for node in nodes:
-        node.remote("pull", *inputs)
-        assert not (node.path / "models/train").exists()
+    nodes[0].remote("pull")                                                  # node 0 records the run: all of it
+    nodes[1].remote("pull", *inputs)                                         # node 1 only trains
+    assert not (nodes[1].path / "models/train").exists()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -332,7 +336,6 @@ def test_two_nodes_train_with_torchrun_each_from_the_pulled_data_and_node_0_reco
     assert sidecar["info"]["world_size"] == 2
 
     node0 = nodes[0]
-    node0.remote("pull")                                                     # the rest of the pipeline's outputs
     node0.dvc("commit", "--force", "train")                                  # record the two-node run
     lock = yaml.safe_load((node0.path / "dvc.lock").read_text())
     [model] = [out for out in lock["stages"]["train"]["outs"] if out["path"] == "models/train"]
