@@ -147,7 +147,12 @@ def push_run_outputs(root: Path, name: str | None) -> int:
         objects = {HashInfo("md5", value) for value in run_outputs(Path(repo.cache.local.path), runs)}
         if not objects:
             return 0
-        result = repo.cloud.push(objects, remote=name)
+        try:
+            result = repo.cloud.push(objects, remote=name)
+        except Exception as error:  # the remote went away between DVC's push and this one
+            raise UserError(f"pushing the run-cache's outputs failed ({type(error).__name__}: "
+                            f"{str(error).strip()[:300]}); nothing local was lost, run the same command "
+                            f"again once the remote answers.") from None
     if result.failed:
         raise UserError(f"{len(result.failed)} output(s) of the run-cache could not be pushed; "
                         f"run the same command again once the remote answers.")
