@@ -1,9 +1,9 @@
-"""Bounded load test, on loopback only: this service under gunicorn vs `mlflow models serve`, same model.
+"""Bounded load test, on loopback only: this service under gunicorn vs `mlflow models serve` (twice), same model.
 
     python benchmarks/load_test.py [--model models/best | --demo] [--requests 2000] [--concurrency 8]
                                    [--stalled 16] [--compare-sync]
 
-Starts both servers on free 127.0.0.1 ports with the same number of workers and torch
+Starts the three servers on free 127.0.0.1 ports with the same number of workers and torch
 threads, checks that they give the same answers for the sample images, then sends each one
 ``--requests`` requests from ``--concurrency`` client threads (one at a time, so the servers
 never compete) and prints p50/p99 latency, requests per second and errors side by side. It
@@ -19,11 +19,16 @@ errors under stalled clients are reported, not failed on.
 
 What each server does per request differs, on purpose, as a client would see it:
 - Flask (this service): receives the image file (multipart), decodes, resizes and
-  normalises it on the server (lifecycle.images), runs the model, answers label and
+  normalises it on the server (lifecycle.core.images), runs the model, answers label and
   probabilities.
-- MLflow: receives the already preprocessed float32 (1, 3, S, S) tensor as JSON
-  (``{"inputs": ...}``; the client did the preprocessing, outside the timing), runs the
-  model, answers logits.
+- MLflow (tensor JSON, the pt2 model): receives the already preprocessed float32
+  (1, 3, S, S) tensor as JSON (``{"inputs": ...}``; the client did the preprocessing, outside
+  the timing), runs the model, answers logits.
+- MLflow (image pyfunc, like for like): the image-bytes pyfunc the mirror also logs
+  (tracking/pyfunc.py) receives the same JPEG bytes as this service, base64 in JSON
+  (``{"dataframe_split": ...}``: MLflow's scoring server takes JSON, CSV or Parquet, not
+  multipart), decodes, resizes and normalises them with the service's own code
+  (lifecycle.inference.Predictor), answers label and probabilities.
 
 ``--demo`` benchmarks an untrained model of the seed's architecture (seed_cnn, the pipeline's
 image size) when models/best does not exist yet: latency does not depend on the weights.
@@ -31,6 +36,7 @@ image size) when models/best does not exist yet: latency does not depend on the 
 from __future__ import annotations
 
 import argparse
+import base64
 import io
 import json
 import os
@@ -51,11 +57,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.stalled_clients import StalledClients  # noqa: E402
-from lifecycle.core import paths  # noqa: E402
-from lifecycle.core.images import ImageDecodeError, load_array  # noqa: E402
-from lifecycle.models import to_model_input  # noqa: E402
-from lifecycle.models import ModelSpec, SeedCNN, load_model, save_model  # noqa: E402
+from benchmarks.stalled_clients import StalledClients
+from lifecycle.core import paths
+from lifecycle.core.images import ImageDecodeError, load_array
+from lifecycle.models import (
+    ModelSpec,
+    SeedCNN,
+    load_model,
+    save_model,
+    to_model_input,
+)
 
 HOST = "127.0.0.1"  # loopback only, never another machine
 
@@ -126,6 +137,47 @@ def save_mlflow_model(model_dir: Path, destination: Path) -> None:
         signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
     mlflow.pytorch.save_model(model, str(destination), signature=signature, input_example=example,
                               extra_files=[str(model_dir / "model.json")])
+
+
+IMAGE_PYFUNC = "mlflow models serve (image pyfunc)"  # the like-for-like server
+TENSOR_MLFLOW = "mlflow models serve"                # the tensor-JSON server, as before
+
+
+def save_image_pyfunc(model_dir: Path, destination: Path) -> None:
+    """The model as the mirror's ``image-model``: image bytes in, the service's answer out."""
+    from tracking.pyfunc import save_image_model
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # MLflow copies the artifacts with a bar
+    save_image_model(model_dir, destination)
+
+
+def image_pyfunc_bodies(images: list[bytes]) -> list[str]:
+    """One request body per image: its bytes, base64 in MLflow's ``dataframe_split`` JSON."""
+    from tracking.image_model import IMAGE_COLUMN
+
+    return [json.dumps({"dataframe_split": {"columns": [IMAGE_COLUMN], "data": [[base64.b64encode(data).decode()]]}})
+            for data in images]
+
+
+def image_pyfunc_sender(port: int, bodies: list[str], expected: np.ndarray):
+    """``send(session, i)`` for the image pyfunc: the i-th JPEG, checked against the model's answer."""
+    def send(session: requests.Session, i: int) -> bool:
+        k = i % len(bodies)
+        response = session.post(f"http://{HOST}:{port}/invocations", data=bodies[k],
+                                headers={"Content-Type": "application/json"}, timeout=60)
+        return response.status_code == 200 and response.json()["predictions"][0]["prediction"] == int(np.argmax(expected[k]))
+    return send
+
+
+def print_comparisons(results: dict) -> None:
+    """The service against each MLflow server: throughput and median latency ratios."""
+    flask = results["flask+gunicorn"]
+    for name, what in ((TENSOR_MLFLOW, "tensor JSON: MLflow is sent tensors the client preprocessed"),
+                       (IMAGE_PYFUNC, "like for like: both are sent the same JPEG bytes")):
+        if name in results:
+            other = results[name]
+            print(f"flask/{name} ({what}): {flask['requests_per_second'] / other['requests_per_second']:.2f}x the "
+                  f"throughput, {flask['p50_ms'] / other['p50_ms']:.2f}x the p50 latency")
 
 
 def free_port() -> int:
@@ -247,24 +299,28 @@ def main() -> None:
                SERVE_TORCH_THREADS=str(args.torch_threads), SERVE_MODEL=str(model_dir.resolve()),
                MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")  # mlflow execs uvicorn
-    flask_port, sync_port, mlflow_port = free_port(), free_port(), free_port()
-    mlflow_dir = scratch / "mlflow-model"
+    flask_port, sync_port, mlflow_port, pyfunc_port = free_port(), free_port(), free_port(), free_port()
+    mlflow_dir, pyfunc_dir = scratch / "mlflow-model", scratch / "image-pyfunc"
     print(f"model {spec.architecture} {spec.image_size}px from {model_dir}; {len(images)} sample images; "
           f"{args.requests} requests x {args.concurrency} clients per server; {args.workers} workers, "
           f"{args.torch_threads} torch thread(s) each", file=sys.stderr)
     if not args.no_mlflow:
         save_mlflow_model(model_dir, mlflow_dir)
+        save_image_pyfunc(model_dir, pyfunc_dir)
 
     env.update(SERVE_BIND=f"{HOST}:{flask_port}", SERVE_WORKERS=str(args.workers))
     servers = {  # name: (command, health URL, port)
         "flask+gunicorn": ([sys.executable, "-m", "gunicorn", "-c", "serving/gunicorn.conf.py"],
                            f"http://{HOST}:{flask_port}/health", flask_port),
-        "mlflow models serve": ([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(mlflow_dir),
+        TENSOR_MLFLOW: ([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(mlflow_dir),
                                  "--env-manager", "local", "-h", HOST, "-p", str(mlflow_port),
                                  "-w", str(args.workers)], f"http://{HOST}:{mlflow_port}/ping", mlflow_port),
+        IMAGE_PYFUNC: ([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(pyfunc_dir), "--env-manager",
+                        "local", "-h", HOST, "-p", str(pyfunc_port), "-w", str(args.workers)],
+                       f"http://{HOST}:{pyfunc_port}/ping", pyfunc_port),
     }
     if args.no_mlflow:
-        del servers["mlflow models serve"]
+        del servers[TENSOR_MLFLOW], servers[IMAGE_PYFUNC]
     if args.compare_sync:  # the production command before issue 10
         servers[SYNC_BASELINE] = ([sys.executable, "-m", "gunicorn", "-w", str(args.workers), "-b",
                                    f"{HOST}:{sync_port}", "--no-control-socket", "serving:create_app()"],
@@ -285,8 +341,9 @@ def main() -> None:
         return response.status_code == 200 and int(np.argmax(response.json()["predictions"][0])) == int(np.argmax(expected[k]))
 
     results = {}
+    send_pyfunc = image_pyfunc_sender(pyfunc_port, image_pyfunc_bodies(images), expected)
     for name, (command, health, port) in servers.items():
-        send = send_mlflow if name.startswith("mlflow") else flask_sender(port, timeout=60)
+        send = {TENSOR_MLFLOW: send_mlflow, IMAGE_PYFUNC: send_pyfunc}.get(name) or flask_sender(port, timeout=60)
         process = start(command, env, health, scratch / f"{name.split()[0]}-{port}.log")
         try:
             for i in range(len(images)):  # warm up, and check both serve the same model
@@ -300,17 +357,14 @@ def main() -> None:
         finally:
             stop(process)
 
-    print(f"\n| server | requests | errors | req/s | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|---:|")
+    print("\n| server | requests | errors | req/s | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         print(f"| {name} | {r['requests']} | {r['errors']} | {r['requests_per_second']} | {r['p50_ms']} | {r['p99_ms']} |")
     for name, r in results.items():
         if "stalled" in r:
             print(f"{name}: {r['stalled']}")
-    flask, mlflow = results["flask+gunicorn"], results.get("mlflow models serve")
-    if mlflow:
-        print(f"\nflask/mlflow: {flask['requests_per_second'] / mlflow['requests_per_second']:.2f}x the throughput, "
-              f"{flask['p50_ms'] / mlflow['p50_ms']:.2f}x the p50 latency; 1-minute load average after each run: "
-              f"{flask['load_average_after']}, {mlflow['load_average_after']} on {os.cpu_count()} CPUs")
+    print()
+    print_comparisons(results)
     print("1-minute load average after each run: " + ", ".join(
         f"{name} {r['load_average_after']}" for name, r in results.items()) + f" ({os.cpu_count()} CPUs)")
     if args.output:

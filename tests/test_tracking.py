@@ -372,7 +372,7 @@ def test_the_same_state_mirrored_again_updates_its_run_and_keeps_every_experimen
     assert run.data.tags[provenance.TAG_EXP_NAME] == "bold-lr" == run.info.run_name  # never erased
     assert_run_matches_files(client, run.info.run_id, workspace, tmp_path)  # no metric point twice
     experiment = client.get_experiment_by_name(sink.EXPERIMENT).experiment_id
-    assert len(client.search_logged_models([experiment])) == 1
+    assert sorted(m.name for m in client.search_logged_models([experiment])) == ["image-model", "model"]  # once each
     assert len(client.search_model_versions(f"name = '{sink.REGISTERED_MODEL}'")) == 1
 
     mirror.mirror_workspace(workspace, environ={"DVC_EXP_NAME": "calm-lr"})  # a second experiment, same state

@@ -5,6 +5,8 @@
 - :mod:`tracking.provenance`: git commit, branch, DVC experiment;
 - :mod:`tracking.spool`: the local queue that makes a tracking failure lose nothing;
 - :mod:`tracking.sink`: the only code that writes runs and models to MLflow;
+- :mod:`tracking.pyfunc`: the selected model logged a second time, as a pyfunc that takes
+  image bytes (:mod:`tracking.image_model`, MLflow "models from code");
 - :mod:`tracking.mirror`: the commands that tie them together.
 
 The promotion gate, which moves the registry alias ``champion`` (never run by a stage):

@@ -27,7 +27,12 @@ import numpy as np
 
 from lifecycle.core import paths
 from lifecycle.core.errors import UserError
-from lifecycle.core.io import read_arrays, read_json, write_bytes_atomic, write_json_atomic
+from lifecycle.core.io import (
+    read_arrays,
+    read_json,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from lifecycle.evaluation import METRIC_NAMES, classification_metrics
 from lifecycle.models import ModelSpec, class_probabilities
 

@@ -21,7 +21,15 @@ import argparse
 from lifecycle.core.errors import run_stage
 from lifecycle.core.params import load_params
 from lifecycle.core.schema import PromoteParams
-from tracking.gate import REFUSED, Decision, ValidationSplit, decide, read_validation_split, score, write_record
+from tracking.gate import (
+    REFUSED,
+    Decision,
+    ValidationSplit,
+    decide,
+    read_validation_split,
+    score,
+    write_record,
+)
 from tracking.registry import CHAMPION, Registry
 from tracking.sink import mlflow_settings
 

@@ -24,7 +24,14 @@ from lifecycle.core import paths
 from lifecycle.core.errors import UserError
 from lifecycle.models import ModelSpec
 from tracking.sink import ALIAS as CANDIDATE
-from tracking.sink import REGISTERED_MODEL, display_uri, global_store, quiet_mlflow, tracking_uri, unreachable
+from tracking.sink import (
+    REGISTERED_MODEL,
+    display_uri,
+    global_store,
+    quiet_mlflow,
+    tracking_uri,
+    unreachable,
+)
 
 CHAMPION = "champion"
 HISTORY_TAG = "champion.history"   # registered-model tag: versions that held champion, oldest first, space-separated

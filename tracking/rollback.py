@@ -21,7 +21,15 @@ import sys
 from lifecycle.core.errors import UserError, run_stage
 from lifecycle.core.params import load_params
 from lifecycle.core.schema import PromoteParams
-from tracking.gate import ROLLED_BACK, Decision, ValidationSplit, now, read_validation_split, score, write_record
+from tracking.gate import (
+    ROLLED_BACK,
+    Decision,
+    ValidationSplit,
+    now,
+    read_validation_split,
+    score,
+    write_record,
+)
 from tracking.registry import CHAMPION, HISTORY_TAG, Registry
 from tracking.sink import REGISTERED_MODEL, mlflow_settings
 

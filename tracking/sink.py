@@ -3,10 +3,11 @@
 :func:`send` creates or updates the run of one spooled pipeline state (idempotent: a state
 mirrored again updates its run; only missing params and metric points are logged), in this
 order: tags and params; the selected model (:func:`log_models`: ``mlflow.pytorch.log_model``,
-torch.export "pt2" format, no pickle, sidecar as ``extra_files/model.json``); metrics, the
+torch.export "pt2" format, no pickle, sidecar as ``extra_files/model.json``; and, through
+:mod:`tracking.pyfunc`, as ``image-model``, a pyfunc that takes image bytes); metrics, the
 step-0 points linked to that model; artifacts; and last the registration (:func:`register`)
-as a version of ``cats-vs-dogs``, with the alias ``candidate`` moved to the newest pipeline
-run's version. (The alias ``champion`` is moved only by ``python -m tracking.promote``.)
+of the pt2 model as a version of ``cats-vs-dogs``, with the alias ``candidate`` moved to the
+newest pipeline run's version. (The alias ``champion`` is moved only by ``python -m tracking.promote``.)
 
 Where: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///mlflow.db`` with artifacts in
 ``mlartifacts/``, both at the real repository root (also for experiments DVC runs in a
@@ -23,7 +24,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from lifecycle.core import paths
 from tracking.provenance import (
@@ -43,6 +44,7 @@ EXPERIMENT = "cats-vs-dogs"        # the MLflow experiment of every pipeline run
 REGISTERED_MODEL = "cats-vs-dogs"  # the Model Registry name of the selected model
 ALIAS = "candidate"                # moved to the model of the newest mirrored pipeline run
 MODEL_NAME = "model"               # the logged model's name in its run
+IMAGE_MODEL_NAME = "image-model"   # the same model as an image-bytes pyfunc (tracking/pyfunc.py)
 MODEL_STEP = 0                     # the step a logged model is linked to: the step of every scalar metric
 TAG_MODEL_DIGEST = "model.sha256"  # logged-model tag: model_digest() of the files it was logged from
 # Part of model_digest: change it when the logged files change for the same model (signature,
@@ -305,14 +307,18 @@ def global_store(uri: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def model_digest(folder: Path) -> str:
+def model_digest(folder: Path, code: tuple[Path, ...] = ()) -> str:
     """What a logged model is made of: the selected model's files, the versions that shape the
-    logged files, and :data:`LOGGED_FORMAT`. Equal digests mean interchangeable logged models."""
+    logged files, :data:`LOGGED_FORMAT`, and the Python files under ``code`` that a flavour copies
+    into the logged model. Equal digests mean interchangeable logged models."""
     digest = hashlib.sha256(LOGGED_FORMAT.encode())
     for package in ("torch", "numpy", "mlflow"):
         digest.update(f"\0{package}=={metadata.version(package)}".encode())
     for name in sorted(path.name for path in Path(folder).iterdir() if path.is_file()):
         digest.update(f"\0{name}\0".encode() + (Path(folder) / name).read_bytes())
+    for root in code:
+        for path in sorted(Path(root).rglob("*.py")):
+            digest.update(f"\0{path.relative_to(root).as_posix()}\0".encode() + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -327,12 +333,12 @@ def log_models(client: Any, uri: str, experiment_id: str, run_id: str, folder: P
     """
     from mlflow.entities import LoggedModelOutput
 
-    digest = model_digest(folder)
     with global_store(uri):
         logged = _run_models(client, run_id)
-        for name, log_flavour in FLAVOURS.items():
+        for name, flavour in FLAVOURS.items():
             if name in logged:
                 continue
+            digest = model_digest(folder, flavour.code)
             same = client.search_logged_models(
                 [experiment_id], filter_string=f"name = '{name}' AND tags.`{TAG_MODEL_DIGEST}` = '{digest}'",
                 order_by=[{"field_name": "creation_timestamp", "ascending": True}],
@@ -342,7 +348,7 @@ def log_models(client: Any, uri: str, experiment_id: str, run_id: str, folder: P
                 client.log_outputs(run_id, [LoggedModelOutput(ready[0], step=MODEL_STEP)])
                 logged[name] = ready[0]
             else:
-                logged[name] = log_flavour(run_id, folder, {TAG_STATE: tags[TAG_STATE], TAG_MODEL_DIGEST: digest})
+                logged[name] = flavour.log(run_id, folder, {TAG_STATE: tags[TAG_STATE], TAG_MODEL_DIGEST: digest})
         return logged[MODEL_NAME]
 
 
@@ -385,10 +391,28 @@ def _log_pytorch_model(run_id: str, folder: Path, tags: Mapping[str, str]) -> st
         ).model_id
 
 
-# The flavours each selected model is logged as: name in its run -> function(run_id, model
-# folder, tags) that logs it and returns its model id. The registry version points at MODEL_NAME's;
-# add a flavour here and it is logged, reused and linked like the first.
-FLAVOURS: dict[str, Callable[[str, Path, Mapping[str, str]], str]] = {MODEL_NAME: _log_pytorch_model}
+def _log_image_model(run_id: str, folder: Path, tags: Mapping[str, str]) -> str:
+    """The image-bytes pyfunc (:mod:`tracking.pyfunc`): the service's input, answer and code."""
+    from tracking.pyfunc import log_image_model
+
+    return log_image_model(run_id, folder, tags)
+
+
+class Flavour(NamedTuple):
+    """How the selected model is logged once more: ``log(run_id, model folder, tags)`` logs it and
+    returns its model id; ``code`` are the folders of Python it copies into the logged model (part
+    of its :func:`model_digest`, so a code change logs it anew)."""
+
+    log: Callable[[str, Path, Mapping[str, str]], str]
+    code: tuple[Path, ...] = ()
+
+
+# The flavours each selected model is logged as, by name in its run. The registry version points
+# at MODEL_NAME's; add a flavour here and it is logged, reused and linked like the first.
+FLAVOURS: dict[str, Flavour] = {
+    MODEL_NAME: Flavour(_log_pytorch_model),
+    IMAGE_MODEL_NAME: Flavour(_log_image_model, code=(paths.ROOT / "lifecycle",)),
+}
 
 
 def register(client: Any, uri: str, run_id: str, model_id: str, tags: Mapping[str, str], move_alias: bool) -> Any:
