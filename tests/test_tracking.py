@@ -633,10 +633,28 @@ def test_a_model_logged_from_the_same_files_is_linked_to_the_next_run_not_export
     assert report.kept == [] and len(report.sent) == 1
     client = client_for(f"sqlite:///{workspace}/mlflow.db")
     experiment = client.get_experiment_by_name(sink.EXPERIMENT).experiment_id
-    [logged] = client.search_logged_models([experiment])                 # exported once
+    models = client.search_logged_models([experiment])                   # each flavour exported once
+    assert sorted(m.name for m in models) == sorted(sink.FLAVOURS)
+    logged = next(m for m in models if m.name == sink.MODEL_NAME)
     versions = client.search_model_versions(f"name = '{sink.REGISTERED_MODEL}'")
     assert sorted(v.source for v in versions) == [f"models:/{logged.model_id}"] * 2
     newest = report.sent[0][1]
     assert client.get_model_version_by_alias(sink.REGISTERED_MODEL, sink.ALIAS).run_id == newest
-    assert [output.model_id for output in client.get_run(newest).outputs.model_outputs] == [logged.model_id]
+    linked = sorted(output.model_id for output in client.get_run(newest).outputs.model_outputs)
+    assert linked == sorted(m.model_id for m in models)
     assert_run_matches_files(client, newest, workspace, tmp_path)         # served, signed, its metrics linked
+
+
+def test_a_flavour_that_carries_code_is_logged_anew_when_that_code_changes(tmp_path: Path):
+    model, code = tmp_path / "model", tmp_path / "code"
+    model.mkdir(), code.mkdir()
+    (model / "model.pt").write_bytes(b"weights")
+    (code / "inference.py").write_text("SCALE = 1\n")
+    (code / "notes.txt").write_text("not code\n")
+    carried = sink.model_digest(model, (code,))
+    assert sink.model_digest(model) != carried                       # the code is part of it
+    (code / "notes.txt").write_text("edited\n")
+    assert sink.model_digest(model, (code,)) == carried              # only Python files count
+    (code / "inference.py").write_text("SCALE = 2\n")
+    assert sink.model_digest(model, (code,)) != carried              # an edit logs the model again
+    assert sink.FLAVOURS[sink.IMAGE_MODEL_NAME].code                 # the image pyfunc carries lifecycle/
