@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.impute import SimpleImputer
 
 from lifecycle.core.images import ImageDecodeError, check_image
 from lifecycle.core.parallel import ordered_map
@@ -130,6 +129,8 @@ def impute(clean: pd.DataFrame, params: ImputeParams) -> tuple[pd.DataFrame, dic
         imputed = imputed[~missing]
         report["rows_dropped"] = int(missing.sum())
     elif missing.any():
+        from sklearn.impute import SimpleImputer  # here: preprocess imports this module too (1 s of import)
+
         imputer = SimpleImputer(strategy="most_frequent", missing_values=np.nan)
         labels = np.array([v if isinstance(v, str) else np.nan for v in imputed["label"]], dtype=object)
         imputed["label"] = imputer.fit_transform(labels.reshape(-1, 1)).ravel()

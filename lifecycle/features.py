@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.preprocessing import LabelEncoder
 
 from lifecycle.core.errors import UserError
 from lifecycle.core.images import load_array
@@ -26,6 +25,8 @@ def encode_labels(labels: pd.Series) -> tuple[np.ndarray, list[str]]:
     present = sorted(set(labels.dropna()))
     if len(present) < 2:
         raise UserError(f"featurize needs images of at least two classes, found only: {', '.join(present) or 'none'}.")
+    from sklearn.preprocessing import LabelEncoder  # here: 1 s of import, for one small call
+
     encoder = LabelEncoder()
     codes = encoder.fit_transform(labels.to_numpy(dtype=str)).astype(np.int64)
     return codes, [str(c) for c in encoder.classes_]
