@@ -51,7 +51,7 @@ PREDICT_REPORT = METRICS / "predict.json"
 TUNE_SUMMARY = METRICS / "tune.json"
 TUNE_RESULTS = METRICS / "tune_results.csv"
 
-# Tracking (the MLflow mirror, lifecycle/tracking.py). What the mirror reads, relative to a
+# Tracking (the MLflow mirror, the tracking/ package). What the mirror reads, relative to a
 # repository root; and the names of its local store, artifacts and spool, which live at the
 # REAL repository root (also when DVC runs an experiment in a temporary copy) and are gitignored.
 MIRRORED_FILES = ("params.yaml", "dvc.lock")
