@@ -214,6 +214,8 @@ def data_table(old: list[dict], new: list[dict], base: str, head: str) -> str:
             b = pick(values[head]) if values[head] else None
             cells.append(_cell(b) if a == b else f"{_cell(a)} → {_cell(b)}")
         rows.append(cells)
+    if not rows:  # only text columns moved (a confusion matrix's rows): its drawing shows it, a table cannot
+        return ""
     return _markdown(["column", "rows", "last", "lowest", "highest"], rows)
 
 

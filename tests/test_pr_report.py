@@ -177,6 +177,8 @@ def test_data_table_rows_and_summaries():
     assert summary[0] == ["column", "rows", "last", "lowest", "highest"]
     assert ["`acc`", "20 → 20", "0.19 → 0.38", "0", "0.19 → 0.38"] in summary
     assert [row[0] for row in summary[2:]] == ["`acc`"]  # neither text nor unchanged columns are summarised
+    pairs = [{"actual": "cat", "predicted": "cat" if i % 3 else "dog"} for i in range(20)]
+    assert data_table(pairs, pairs[::-1], "main", "workspace") == ""   # long text rows: no empty table
 
 
 def embedded_images(markdown: str) -> list[tuple[str, str]]:
