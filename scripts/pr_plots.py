@@ -17,7 +17,8 @@ from __future__ import annotations
 import io
 import re
 from collections import Counter
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from matplotlib.figure import Figure
 
