@@ -3,9 +3,13 @@
     python scripts/pr_report.py --base origin/main --out pr-report.md [--plots-dir pr-plots] [--plots-url URL]
 
 Compares the workspace (after ``dvc repro``) with ``--base``, or ``--head`` with it when given.
-``--plots-dir`` also renders every plot, old against new, as ``dvc plots diff`` HTML (the CI
-workflow uploads it as an artifact and links it with ``--plots-url``). Without ``--out`` the
-report goes to stdout. Nothing in the pipeline imports this file, so editing it reruns no stage.
+``--plots-dir`` draws each changed plot, old against new, as a PNG in that folder and embeds it
+in the report with a link relative to the report (``![...](pr-plots/<plot>.png)``), which
+``cml comment update`` uploads with the comment; a changed image plot is copied there, old and
+new. The folder also gets every plot as ``dvc plots diff`` HTML (the CI workflow uploads it as
+an artifact and links it with ``--plots-url``). Without ``--out`` the report goes to stdout and
+links are relative to the current folder. Nothing in the pipeline imports this file, so
+editing it reruns no stage.
 
 The report holds three sections, each computed by DVC from git alone (metrics and plot data
 are committed, ``cache: false``), so it works offline and on a fresh CI checkout:
@@ -14,8 +18,8 @@ are committed, ``cache: false``), so it works offline and on a fresh CI checkout
 - metrics: ``dvc metrics diff <base> --md``, what they did to the numbers;
 - plots: ``dvc plots diff <base> --json``, reduced to the plots whose data changed, each with
   a small table of what moved (every row when the data is short, the last, lowest and
-  highest value of each numeric column when it is a long curve). A PR comment cannot embed
-  local files, so the rendered plots (``dvc plots diff -o``) are linked, not inlined.
+  highest value of each numeric column when it is a long curve), and with ``--plots-dir`` an
+  image of it, old against new (scripts/pr_plots.py draws it from the same JSON).
 
 The workspace (or ``head``) is compared against ``base``; in CI the workspace is the pull
 request's checkout after ``dvc repro``. A DVC command that fails puts its error into its
@@ -25,8 +29,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -37,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file, f
 
 from lifecycle.core.errors import UserError, run_stage  # noqa: E402
 from lifecycle.core.io import write_bytes_atomic  # noqa: E402
+from scripts.pr_plots import file_stem, render_vega  # noqa: E402
 
 MARKER = "<!-- dvc-pr-report -->"  # lets the workflow update its own comment instead of adding one per push
 WORKSPACE = "workspace"             # DVC's name for the uncommitted state
@@ -49,6 +54,10 @@ class PlotChange:
     status: str                       # "changed", "added" or "removed"
     kind: str                         # "vega" (data) or "image"
     table: str = ""                   # markdown: what moved
+    spec: dict = dataclasses.field(default_factory=dict)   # the Vega-Lite spec, without its data
+    old: Any = None                   # base's rows (vega) or file bytes (image); None: not there
+    new: Any = None                   # the head's, likewise
+    images: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)  # (revision, caption, link) once drawn
 
 
 def run_dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -119,10 +128,10 @@ def _describe_error(error: dict[str, Any]) -> str:
 def _compare_plot(name: str, entries: list[dict[str, Any]], base: str, head: str) -> PlotChange | None:
     kind = entries[0].get("type", "vega") if entries else "vega"
     if kind == "image":
-        digests = {entry["revisions"][0]: _digest(entry.get("url")) for entry in entries}
-        old, new = digests.get(base), digests.get(head)
+        files = {entry["revisions"][0]: _read(entry.get("url")) for entry in entries}
+        old, new = files.get(base), files.get(head)
         status = _status(old, new)
-        return None if status is None else PlotChange(name, status, "image")
+        return None if status is None else PlotChange(name, status, "image", old=old, new=new)
     rows = {base: [], head: []}
     for entry in entries:
         for row in entry.get("content", {}).get("data", {}).get("values", []):
@@ -134,13 +143,13 @@ def _compare_plot(name: str, entries: list[dict[str, Any]], base: str, head: str
     status = _status(old, new)
     if status is None:
         return None
-    return PlotChange(name, status, "vega", data_table(old or [], new or [], base, head))
+    spec = {key: value for key, value in entries[0].get("content", {}).items() if key != "data"}
+    return PlotChange(name, status, "vega", data_table(old or [], new or [], base, head), spec, old, new)
 
 
-def _digest(url: str | None) -> str | None:
-    if not url or not Path(url).is_file():
-        return None
-    return hashlib.sha256(Path(url).read_bytes()).hexdigest()
+def _read(url: str | None) -> bytes | None:
+    """An image plot's bytes (DVC wrote them to a temporary folder), None when the revision has none."""
+    return Path(url).read_bytes() if url and Path(url).is_file() else None
 
 
 def _status(old: Any, new: Any) -> str | None:
@@ -205,6 +214,8 @@ def data_table(old: list[dict], new: list[dict], base: str, head: str) -> str:
             b = pick(values[head]) if values[head] else None
             cells.append(_cell(b) if a == b else f"{_cell(a)} → {_cell(b)}")
         rows.append(cells)
+    if not rows:  # only text columns moved (a confusion matrix's rows): its drawing shows it, a table cannot
+        return ""
     return _markdown(["column", "rows", "last", "lowest", "highest"], rows)
 
 
@@ -218,6 +229,8 @@ def plots_section(changes: list[PlotChange], unchanged: list[str], errors: list[
         for change in changes:
             note = "image" if change.kind == "image" else "data"
             parts.append(f"\n**`{change.name}`** ({note} {change.status})")
+            if change.images:
+                parts.append("\n" + _embedded(change.images))
             if change.table:
                 parts.append("\n" + change.table)
     if unchanged and changes:
@@ -228,6 +241,36 @@ def plots_section(changes: list[PlotChange], unchanged: list[str], errors: list[
     return "\n".join(parts)
 
 
+def _embedded(images: list[tuple[str, str, str]]) -> str:
+    """Markdown showing the drawn images: one line, or a table with a column per revision."""
+    if len(images) == 1:
+        _, caption, link = images[0]
+        return f"![{caption}]({link})"
+    return _markdown([f"`{revision}`" for revision, _, _ in images], [[f"![{caption}]({link})" for _, caption, link in images]])
+
+
+def draw_changes(changes: list[PlotChange], base: str, head: str, out_dir: Path, link_base: Path) -> None:
+    """Write each changed plot as images into ``out_dir`` and note their links relative to ``link_base``.
+
+    A data plot becomes one PNG (old against new); an image plot is copied, old and new, under
+    its own extension. File names come from the plot names, so a rerun rewrites the same files.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    taken: set[str] = set()
+    for change in changes:
+        if change.kind == "image":
+            stem, suffix = file_stem(str(Path(change.name).with_suffix("")), taken), Path(change.name).suffix.lower() or ".png"
+            drawn = [(rev, f"{change.name} at {rev}", out_dir / f"{stem}.{side}{suffix}", data)
+                     for rev, side, data in ((base, "old", change.old), (head, "new", change.new)) if data is not None]
+        else:
+            png = render_vega(change.name, change.spec, change.old, change.new, base, head)
+            drawn = [(head, f"{change.name}: {base} against {head}", out_dir / f"{file_stem(change.name, taken)}.png", png)]
+        for revision, caption, path, data in drawn:
+            write_bytes_atomic(data, path)
+            link = Path(os.path.relpath(path.resolve(), link_base.resolve())).as_posix()
+            change.images.append((revision, caption.replace("]", ")").replace("[", "("), link))
+
+
 def render_plots(repo: Path, base: str, head: str | None, out_dir: Path) -> bool:
     """Write ``dvc plots diff``'s HTML page (index.html and images) into ``out_dir``."""
     result = run_dvc(repo, "plots", "diff", *revisions(base, head), "-o", str(out_dir.resolve()))
@@ -236,12 +279,19 @@ def render_plots(repo: Path, base: str, head: str | None, out_dir: Path) -> bool
     return result.returncode == 0
 
 
-def build_report(repo: Path, base: str, head: str | None = None, plots_url: str | None = None, title: str | None = None) -> str:
-    """The whole markdown report comparing ``head`` (default: the workspace) against ``base``."""
+def build_report(repo: Path, base: str, head: str | None = None, plots_url: str | None = None, title: str | None = None,
+                 plots_dir: Path | None = None, link_base: Path | None = None) -> str:
+    """The whole markdown report comparing ``head`` (default: the workspace) against ``base``.
+
+    With ``plots_dir``, each changed plot is drawn there and embedded, linked relative to
+    ``link_base`` (the report's folder; default: the current one).
+    """
     base_hash = check_revision(repo, base)
     head_label = WORKSPACE if head is None else head
     head_hash = check_revision(repo, head or "HEAD")
     changes, unchanged, errors = plot_changes(repo, base, head)
+    if plots_dir is not None:
+        draw_changes(changes, base, head_label, plots_dir, link_base or Path.cwd())
     sections = [
         MARKER,
         f"## {title or 'DVC report'}: `{head_label}` ({head_hash}) against `{base}` ({base_hash})",
@@ -261,12 +311,14 @@ def main() -> None:
     parser.add_argument("--head", default=None, help="the revision to compare (default: the workspace)")
     parser.add_argument("--repo", type=Path, default=Path.cwd(), help="the repository (default: the current folder)")
     parser.add_argument("--out", type=Path, default=None, help="write the markdown here (default: stdout)")
-    parser.add_argument("--plots-dir", type=Path, default=None, help="also render the plots as HTML into this folder")
+    parser.add_argument("--plots-dir", type=Path, default=None,
+                        help="draw the changed plots as PNGs into this folder, embed them, and render all plots as HTML there")
     parser.add_argument("--plots-url", default=None, help="where readers find the rendered plots (linked in the report)")
     parser.add_argument("--title", default=None, help="the report's heading")
     args = parser.parse_args()
 
-    report = build_report(args.repo, args.base, args.head, args.plots_url, args.title)
+    link_base = args.out.parent if args.out is not None else Path.cwd()
+    report = build_report(args.repo, args.base, args.head, args.plots_url, args.title, args.plots_dir, link_base)
     if args.plots_dir is not None:
         render_plots(args.repo, args.base, args.head, args.plots_dir)
     if args.out is None:

@@ -1,6 +1,7 @@
 """Pull-request review: the report script on a tiny DVC repository of its own, and the workflow."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -8,11 +9,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
+from scripts.pr_plots import axes, render_vega
 from scripts.pr_report import data_table
 from tests.conftest import ROOT, env_with_venv
 
 SCRIPT = ROOT / "scripts" / "pr_report.py"
+WORKFLOW = ROOT / ".github" / "workflows" / "pr.yml"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # A one-stage pipeline: a metric, a short curve, a long curve, a plot that never changes and
 # an image, all derived from two params, so a param change moves each of them.
@@ -172,23 +177,241 @@ def test_data_table_rows_and_summaries():
     assert summary[0] == ["column", "rows", "last", "lowest", "highest"]
     assert ["`acc`", "20 → 20", "0.19 → 0.38", "0", "0.19 → 0.38"] in summary
     assert [row[0] for row in summary[2:]] == ["`acc`"]  # neither text nor unchanged columns are summarised
+    pairs = [{"actual": "cat", "predicted": "cat" if i % 3 else "dog"} for i in range(20)]
+    assert data_table(pairs, pairs[::-1], "main", "workspace") == ""   # long text rows: no empty table
 
 
-def test_the_workflow_runs_the_pipeline_and_posts_the_report():
-    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "pr.yml").read_text())
+def embedded_images(markdown: str) -> list[tuple[str, str]]:
+    """(caption, link) of every markdown image, in order."""
+    return re.findall(r"!\[([^\]]*)\]\(([^)\s]+)\)", markdown)
+
+
+def plot_block(plots: str, name: str) -> str:
+    """The part of the plots section about one plot: from its heading to the next one."""
+    return plots.split(f"**`{name}`**", 1)[1].split("\n**`", 1)[0].split("\nUnchanged:", 1)[0]
+
+
+def test_each_changed_plot_is_embedded_as_a_real_png_and_unchanged_ones_are_not(tiny_repo, tmp_path):
+    out = tmp_path / "report" / "pr-report.md"
+    tiny_repo.report("--base", "main", "--out", str(out), "--plots-dir", str(tmp_path / "report" / "pr-plots"))
+    plots = section(out.read_text(), "Plots")
+
+    links = {name: [link for _, link in embedded_images(plot_block(plots, name))]
+             for name in ("metrics/curve.csv", "metrics/long.csv", "metrics/picture.png")}
+    assert links == {                          # one drawing per data plot, old and new for an image plot
+        "metrics/curve.csv": ["pr-plots/metrics-curve-csv.png"],
+        "metrics/long.csv": ["pr-plots/metrics-long-csv.png"],
+        "metrics/picture.png": ["pr-plots/metrics-picture.old.png", "pr-plots/metrics-picture.new.png"],
+    }
+    assert len(embedded_images(plots)) == 4    # and nothing for metrics/static.csv, which did not change
+    assert sorted(path.name for path in (tmp_path / "report" / "pr-plots").glob("*.png")) == sorted(
+        Path(link).name for group in links.values() for link in group)
+    every_link = [link for group in links.values() for link in group]
+    for link in every_link:
+        path = out.parent / link               # relative to the report, as cml comment update resolves it
+        assert path.read_bytes().startswith(PNG_SIGNATURE), link
+        with Image.open(path) as image:
+            image.load()                       # decodes the whole file, not only the header
+            assert image.format == "PNG"
+            if "picture" not in link:
+                assert image.width >= 300 and image.height >= 200   # a drawn chart, not a stub
+    with Image.open(out.parent / links["metrics/picture.png"][0]) as old, Image.open(out.parent / links["metrics/picture.png"][1]) as new:
+        assert old.convert("RGB").getpixel((0, 0)) == (25, 0, 0)   # the image plot at main: lr 0.1
+        assert new.convert("RGB").getpixel((0, 0)) == (51, 0, 0)   # in the workspace: lr 0.2
+    assert (tmp_path / "report" / "pr-plots" / "index.html").is_file()   # the HTML of every plot, still
+
+
+def test_the_drawings_are_reproducible_and_show_both_revisions(tiny_repo, tmp_path):
+    for folder in ("a", "b"):
+        tiny_repo.report("--base", "main", "--out", str(tmp_path / folder / "r.md"), "--plots-dir", str(tmp_path / folder / "p"))
+    first, second = sorted((tmp_path / "a" / "p").glob("*.png")), sorted((tmp_path / "b" / "p").glob("*.png"))
+    assert [p.name for p in first] == [p.name for p in second] and first
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(first, second))
+
+    spec = {"encoding": {"x": {"field": "epoch", "type": "quantitative"}}, "layer": [{"mark": "line", "encoding": {"y": {"field": "loss", "type": "quantitative"}}}]}
+    rows = [{"epoch": "0", "loss": "0.9"}, {"epoch": "1", "loss": "0.5"}]
+    both = render_vega("curve", spec, rows, [{"epoch": "0", "loss": "0.8"}, {"epoch": "1", "loss": "0.3"}], "main", "workspace")
+    assert both != render_vega("curve", spec, None, [{"epoch": "0", "loss": "0.8"}, {"epoch": "1", "loss": "0.3"}], "main", "workspace")
+
+
+def test_the_axes_come_from_where_each_dvc_template_puts_them():
+    linear = {"encoding": {"x": {"field": "step", "type": "quantitative"}},
+              "layer": [{"encoding": {"y": {"field": "acc", "type": "quantitative"}}},
+                        {"encoding": {"x": {"aggregate": "max", "field": "other"}}}]}
+    assert (axes(linear)[0]["field"], axes(linear)[1]["field"]) == ("step", "acc")
+    confusion = {"facet": {"column": {"field": "rev"}}, "spec": {"encoding": {
+        "x": {"field": "actual", "type": "nominal"}, "y": {"field": "predicted", "type": "nominal"}}}}
+    assert (axes(confusion)[0]["type"], axes(confusion)[1]["field"]) == ("nominal", "predicted")
+    confusion_png = render_vega("confusion", confusion, [{"actual": "cat", "predicted": "cat"}],
+                                [{"actual": "cat", "predicted": "dog"}], "main", "workspace")
+    with Image.open(__import__("io").BytesIO(confusion_png)) as image:
+        assert image.width > image.height      # two heatmaps side by side
+
+
+# --- the workflow -----------------------------------------------------------------------------
+
+def workflow_steps() -> list[dict]:
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    (job,) = workflow["jobs"].values()
+    return job["steps"]
+
+
+def step_index(steps: list[dict], predicate) -> int:
+    matches = [i for i, step in enumerate(steps) if predicate(step)]
+    assert len(matches) == 1, f"{len(matches)} steps match"
+    return matches[0]
+
+
+def test_the_workflow_restores_outputs_before_reproducing_and_posts_with_cml():
+    workflow = yaml.safe_load(WORKFLOW.read_text())
     trigger = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as true
     assert "pull_request" in trigger
     assert workflow["permissions"]["pull-requests"] == "write"
-    (job,) = workflow["jobs"].values()
-    steps = job["steps"]
-    checkout = next(s for s in steps if s.get("uses", "").startswith("actions/checkout@"))
-    assert checkout["with"]["fetch-depth"] == 0
-    python = next(s for s in steps if s.get("uses", "").startswith("actions/setup-python@"))
-    assert python["with"]["python-version"] == "3.11"
-    commands = "\n".join(s.get("run", "") for s in steps)
-    assert "pip install -r requirements.txt" in commands
-    assert commands.index("dvc repro") < commands.index("scripts/pr_report.py --base")
-    assert '--base "$BASE"' in commands and "origin/${{ github.base_ref }}" in str(steps)
-    post = steps[-1]
-    assert post["uses"].startswith("actions/github-script@") and "pr-report.md" in post["with"]["script"]
-    assert "<!-- dvc-pr-report -->" in post["with"]["script"]
+    steps = workflow_steps()
+    runs = [step.get("run", "") for step in steps]
+    checkout = step_index(steps, lambda s: s.get("uses", "").startswith("actions/checkout@"))
+    assert steps[checkout]["with"]["fetch-depth"] == 0
+    python = step_index(steps, lambda s: s.get("uses", "").startswith("actions/setup-python@"))
+    assert steps[python]["with"]["python-version"] == "3.11"
+    install = step_index(steps, lambda s: "pip install -r requirements.txt" in s.get("run", ""))
+    configure = step_index(steps, lambda s: s.get("id") == "remote")
+    assert "dvc remote add --local" in runs[configure] and "scripts/remote.py check" in runs[configure]
+    assert steps[configure]["env"]["DVC_REMOTE_URL"] == "${{ vars.DVC_REMOTE_URL }}"
+    restore = step_index(steps, lambda s: "scripts/remote.py pull" in s.get("run", ""))
+    assert steps[restore]["if"] == "steps.remote.outputs.available == 'true'"
+    repro = step_index(steps, lambda s: "dvc repro" in s.get("run", ""))
+    assert "dvc repro --pull" in runs[repro]
+    report = step_index(steps, lambda s: "scripts/pr_report.py --base" in s.get("run", ""))
+    assert '--base "$BASE"' in runs[report] and "--plots-dir pr-plots" in runs[report]
+    assert steps[report]["env"]["BASE"] == "origin/${{ github.base_ref }}"
+    cml = step_index(steps, lambda s: s.get("uses", "").startswith("iterative/setup-cml@"))
+    post = step_index(steps, lambda s: "cml comment update" in s.get("run", ""))
+    assert "pr-report.md" in runs[post] and "--watermark-title" in runs[post]
+    assert steps[post]["env"]["REPO_TOKEN"] == "${{ secrets.GITHUB_TOKEN }}"
+    assert checkout < python < install < configure < restore < repro < report < post
+    assert cml < post and not any("github-script" in step.get("uses", "") for step in steps)
+
+
+# The workflow's own shell steps, run on a two-stage pipeline with cached outputs: `prep` (param a)
+# feeds `fit` (param b). main is pushed to a folder remote, and so is a run with b: 2.
+PREP = 'import yaml, pathlib; pathlib.Path("prep.txt").write_text(str(yaml.safe_load(open("params.yaml"))["a"]) * 3)\n'
+FIT = textwrap.dedent('''\
+    import json, pathlib, yaml
+    b = yaml.safe_load(open("params.yaml"))["b"]
+    pathlib.Path("model.txt").write_text(pathlib.Path("prep.txt").read_text() + str(b))
+    pathlib.Path("score.json").write_text(json.dumps({"score": b}))
+''')
+TWO_STAGES = textwrap.dedent('''\
+    stages:
+      prep:
+        cmd: python prep.py
+        deps: [prep.py]
+        params: [a]
+        outs: [prep.txt]
+      fit:
+        cmd: python fit.py
+        deps: [fit.py, prep.txt]
+        params: [b]
+        outs: [model.txt]
+        metrics:
+          - score.json:
+              cache: false
+''')
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory):
+    """A bare origin with main (pushed to the folder remote) and two PR branches: b 2 (run and
+    pushed by someone before) and b 3 (never run)."""
+    root = tmp_path_factory.mktemp("team")
+    store = root / "store"
+    store.mkdir()
+    origin = root / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
+    alice = TinyRepo(root / "alice")
+    alice.path.mkdir()
+    alice.run("git", "init", "-q", "-b", "main")
+    alice.run("git", "config", "user.email", "tests@example.com")
+    alice.run("git", "config", "user.name", "tests")
+    alice.dvc("init", "-q")
+    (alice.path / "prep.py").write_text(PREP)
+    (alice.path / "fit.py").write_text(FIT)
+    (alice.path / "dvc.yaml").write_text(TWO_STAGES)
+    (alice.path / "params.yaml").write_text("a: 1\nb: 1\n")
+    alice.dvc("repro", "-q")
+    alice.commit("main")
+    alice.run("git", "remote", "add", "origin", str(origin))
+    alice.run("git", "push", "-q", "origin", "main")
+    alice.dvc("remote", "add", "--local", "-d", "storage", str(store))
+    alice.dvc("push", "--run-cache")
+    (alice.path / "params.yaml").write_text("a: 1\nb: 2\n")
+    alice.dvc("repro", "-q")
+    alice.run(sys.executable, str(ROOT / "scripts" / "remote.py"), "push")   # the run-cache with what it wrote
+    alice.run("git", "checkout", "-q", "--", ".")   # the PRs change params only; their dvc.lock is main's
+    for branch, b in (("pr-known", 2), ("pr-new", 3)):
+        alice.run("git", "checkout", "-q", "-B", branch, "main")
+        (alice.path / "params.yaml").write_text(f"a: 1\nb: {b}\n")
+        alice.commit(f"b: {b}")
+        alice.run("git", "push", "-q", "origin", branch)
+    return origin, store
+
+
+def run_workflow_steps(clone: Path, remote_url: str) -> tuple[dict[str, str], str]:
+    """Run the workflow's remote, restore and repro steps in ``clone`` as Actions would; (outputs, log)."""
+    steps = workflow_steps()
+    (clone / "scripts").symlink_to(ROOT / "scripts")        # the checkout's own scripts and library
+    (clone / "lifecycle").symlink_to(ROOT / "lifecycle")
+    outputs_file = clone.parent / f"{clone.name}.outputs"
+    outputs_file.write_text("")
+    env = {**env_with_venv(), "GITHUB_OUTPUT": str(outputs_file), "DVC_REMOTE_URL": remote_url}
+    log = []
+    outputs: dict[str, str] = {}
+    first = step_index(steps, lambda s: s.get("id") == "remote")
+    last = step_index(steps, lambda s: "dvc repro" in s.get("run", ""))
+    for step in steps[first:last + 1]:
+        if step.get("if") == "steps.remote.outputs.available == 'true'" and outputs.get("available") != "true":
+            continue                           # as Actions evaluates the step's condition
+        assert "run" in step and set(step.get("if", "steps.remote.outputs.available == 'true'").split()) <= {
+            "steps.remote.outputs.available", "==", "'true'"}, f"the test cannot run step {step.get('name')}"
+        result = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], cwd=clone, check=False,
+                                env={**env, "REMOTE_AVAILABLE": outputs.get("available", "")},
+                                capture_output=True, text=True, timeout=300)
+        log.append(f"## {step.get('name', step.get('id'))}\n{result.stdout}{result.stderr}")
+        assert result.returncode == 0, log[-1]
+        outputs = dict(line.split("=", 1) for line in outputs_file.read_text().splitlines() if "=" in line)
+    return outputs, "\n".join(log)
+
+
+@pytest.mark.slow
+def test_the_workflow_steps_rerun_only_what_the_pull_request_changed(team, tmp_path):
+    origin, store = team
+
+    def clone(branch: str, folder: str | None = None) -> Path:
+        path = tmp_path / (folder or branch)
+        subprocess.run(["git", "clone", "-q", "-b", branch, str(origin), str(path)], check=True)
+        return path
+
+    known = clone("pr-known")                  # b: 2, which someone ran and pushed: nothing runs
+    outputs, log = run_workflow_steps(known, str(store))
+    assert outputs["available"] == "true"
+    assert "Stage 'prep' didn't change, skipping" in log
+    assert "Stage 'fit' is cached - skipping run" in log and "Running stage" not in log
+    assert (known / "model.txt").read_text() == "1112"
+
+    new = clone("pr-new")                      # b: 3, never run: fit runs on the restored prep.txt
+    outputs, log = run_workflow_steps(new, str(store))
+    assert "Stage 'prep' didn't change, skipping" in log
+    assert "Running stage 'fit'" in log and "Running stage 'prep'" not in log
+    assert (new / "model.txt").read_text() == "1113"
+
+    lone = clone("pr-new", "no-remote")        # no remote configured: a notice, then every stage runs
+    outputs, log = run_workflow_steps(lone, "")
+    assert outputs["available"] == "false"
+    assert "::notice title=No DVC remote::" in log
+    assert "Running stage 'prep'" in log and "Running stage 'fit'" in log
+
+    gone = clone("pr-new", "unreachable")      # a remote that does not answer: a warning, then every stage runs
+    outputs, log = run_workflow_steps(gone, str(tmp_path / "not-mounted"))
+    assert outputs["available"] == "false"
+    assert "::warning title=DVC remote unreachable::" in log and "does not exist" in log
+    assert "Running stage 'prep'" in log and not (tmp_path / "not-mounted").exists()
