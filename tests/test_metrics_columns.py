@@ -19,10 +19,10 @@ import yaml
 
 from tests.conftest import ROOT
 
-# Scalars over all metrics files: 94 today (`python -m pytest tests/test_metrics_columns.py -s`
-# prints the count); a new headline fits, a new breakdown (two classes x a few splits x a few
-# models) does not.
-MAX_METRIC_KEYS = 100
+# Scalars over all metrics files: 103 today, 189 before the breakdowns moved out
+# (`python -m pytest tests/test_metrics_columns.py -s` prints the count); a new headline or
+# two fits, a new breakdown (two classes x a few splits x a few models) does not.
+MAX_METRIC_KEYS = 110
 MAX_KEYS_PER_FILE = 14
 # Words that name a breakdown, not a headline.
 BULK_WORDS = re.compile(r"confusion|class_counts|by_reason|spelling|intensity|formats|modes|candidates_val")
