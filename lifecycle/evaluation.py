@@ -1,10 +1,11 @@
 """Evaluate and select (seed step 8c): how good each trained model is, and which one ships.
 
 In: a model's class probabilities on a split and the true labels. Out: accuracy,
-precision, recall, F1, ROC AUC and the confusion matrix (``classification_metrics``), and
-the rows DVC draws as a confusion matrix and a ROC curve. ``evaluate`` reports them for
-the validation and the test split; ``select`` compares the models on validation only, so
-the test split stays an unbiased report of the chosen model.
+precision, recall, F1 and ROC AUC (``classification_metrics``), the scores a reviewer
+compares, and the rows DVC draws as a confusion matrix and a ROC curve, the breakdowns
+behind them. ``evaluate`` reports them for the validation and the test split; ``select``
+compares the models on validation only, so the test split stays an unbiased report of the
+chosen model.
 
 For two classes, precision, recall and F1 are about the second class (``dog``), and ROC
 AUC uses its probability; for more classes they are macro averages (one-vs-rest AUC).
@@ -24,14 +25,15 @@ METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "roc_auc")
 
 
 def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """The headline metrics and the confusion matrix ``{actual: {predicted: count}}``."""
+    """``METRIC_NAMES`` and the number of images. The confusion matrix is not a score: it is
+    drawn from :func:`confusion_rows` (DVC's ``confusion`` template), not kept as counts."""
     labels = np.asarray(labels)
     predictions = probabilities.argmax(axis=1)
     indices = list(range(len(classes)))
     binary = len(classes) == 2
     average = "binary" if binary else "macro"
     extra = {"pos_label": 1} if binary else {"labels": indices}
-    result: dict[str, Any] = {
+    return {
         "accuracy": skm.accuracy_score(labels, predictions),
         "precision": skm.precision_score(labels, predictions, average=average, zero_division=0, **extra),
         "recall": skm.recall_score(labels, predictions, average=average, zero_division=0, **extra),
@@ -39,11 +41,6 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, classe
         "roc_auc": roc_auc(labels, probabilities),
         "images": int(len(labels)),
     }
-    matrix = skm.confusion_matrix(labels, predictions, labels=indices)
-    result["confusion_matrix"] = {
-        actual: {predicted: int(matrix[i, j]) for j, predicted in enumerate(classes)} for i, actual in enumerate(classes)
-    }
-    return result
 
 
 def roc_auc(labels: np.ndarray, probabilities: np.ndarray) -> float:

@@ -2,8 +2,9 @@
 
 Label counts at three points (as ingested, with every spelling variant and blank; after
 cleaning and imputation; after synthesis), the raw image sizes and modes, and the
-per-class mean image. The summary goes to ``metrics/eda.json`` so a change in the data
-shows up in ``dvc metrics diff`` as well as in the figures.
+per-class mean image. The summary goes to ``reports/eda.json``, committed, so a change in
+the data shows up in review (``git diff``) as well as in the figures; it is not a metrics
+file, so ``dvc exp show`` does not grow a column per image mode, format or class.
 """
 from __future__ import annotations
 
@@ -46,10 +47,10 @@ def class_mean_images(images: np.ndarray, labels: np.ndarray, classes: list[str]
 
 
 def spelling_summary(raw_labels_frame: pd.DataFrame) -> tuple[dict[str, int], pd.DataFrame]:
-    """Numbers for metrics/eda.json, and the full table of raw spellings with their counts.
+    """Numbers for reports/eda.json, and the full table of raw spellings with their counts.
 
     The spellings themselves (``' dog'``, ``<missing>``) are not metric names: they go to a
-    table, and the metrics say how many rows, spellings and blanks there were.
+    table, and the summary says how many rows, spellings and blanks there were.
     """
     table = raw_labels_frame["label"].value_counts().sort_index().rename_axis("label").reset_index(name="rows")
     summary = {

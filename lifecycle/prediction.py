@@ -2,7 +2,7 @@
 
 in: a folder (``predict.input``) and a predictor. out: one row per image (path, prediction,
 label, probability per class), one row per skipped file with the reason, and counts for
-``metrics/predict.json``. Unreadable files are skipped and reported; anything that resolves
+``metrics/predict.json`` (and ``plots/predict/class_counts.csv``, the images per label). Unreadable files are skipped and reported; anything that resolves
 outside the folder (a symlink that escapes it, a ``..`` path) is refused, never opened.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from lifecycle.inference import Predictor
 class FolderPrediction:
     predictions: pd.DataFrame   # path, prediction, label, probability_<class>...
     skipped: pd.DataFrame       # path, reason
-    report: dict[str, Any]      # counts for metrics/predict.json
+    report: dict[str, Any]      # counts: files, predicted, skipped, and images per label
 
 
 def resolve_folder(text: str, key: str = "predict.input") -> Path:

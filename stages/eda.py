@@ -1,9 +1,10 @@
 """EDA (seed step 6): label distribution before cleaning, after cleaning and after
 synthesis (seaborn, as in the seed), the raw image-size distribution, and the per-class
-mean image; figures in plots/eda/, a summary in metrics/eda.json.
+mean image; figures in plots/eda/, the numbers behind them in reports/ (committed, not
+metrics: the data stages' headline counts are in metrics/preprocess, impute, split, synthesize).
 
 in: data/raw, data/interim/{clean,imputed}.csv, data/processed/{features,train_balanced}.npz
-out: plots/eda/*.png, metrics/eda.json, metrics/eda_label_spellings.csv   params: none
+out: plots/eda/*.png, reports/eda.json, reports/eda_label_spellings.csv   params: none
 """
 from __future__ import annotations
 
@@ -25,7 +26,10 @@ from lifecycle.figures import (
 from lifecycle.manifest import read_manifest, read_raw_manifest
 
 EDA_PLOTS = paths.PLOTS / "eda"
-SPELLINGS = paths.METRICS / "eda_label_spellings.csv"
+# Exploration, not a score to compare across experiments: a report beside the figures, not a
+# metric (so `dvc exp show` is not one column per image mode, format or class).
+SUMMARY = paths.REPORTS / "eda.json"
+SPELLINGS = paths.REPORTS / "eda_label_spellings.csv"
 
 
 def main() -> None:
@@ -56,8 +60,8 @@ def main() -> None:
         "raw_images": exploration.size_summary(clean),
         "class_mean_intensity": {name: round(float(image.mean()), 3) for name, image in means.items()},
     }
-    write_json_atomic(summary, paths.METRICS / "eda.json")
-    print(f"eda: figures in {paths.relative(EDA_PLOTS)}, summary in metrics/eda.json")
+    write_json_atomic(summary, SUMMARY)
+    print(f"eda: figures in {paths.relative(EDA_PLOTS)}, summary in {paths.relative(SUMMARY)}")
 
 
 if __name__ == "__main__":

@@ -5,12 +5,13 @@ folder (a symlink escaping it) are refused, never opened.
 
 in: models/best, the folder predict.input (default data/raw/images)
 out: data/predictions/predictions.csv (path, prediction, label, probability_<class>...),
-     data/predictions/skipped.csv (path, reason), metrics/predict.json (counts)
+     data/predictions/skipped.csv (path, reason), metrics/predict.json (files, predicted, skipped),
+     plots/predict/class_counts.csv (images predicted per class)
 params: predict.*
 
 Outside DVC: ``python -m stages.predict [--input DIR] [--model PATH|URI] [--output DIR] [FILE ...]``
 classifies another folder, model or only the given files (relative to the folder; ``..``
-and absolute paths are refused). With --output the CSVs go there and metrics are not written.
+and absolute paths are refused). With --output the CSVs go there and metrics and plots are not written.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from pathlib import Path  # noqa: E402
 
 from lifecycle.core import paths  # noqa: E402
 from lifecycle.core.errors import run_stage  # noqa: E402
-from lifecycle.core.io import write_csv_atomic, write_json_atomic  # noqa: E402
+from lifecycle.core.io import write_counts_atomic, write_csv_atomic, write_json_atomic  # noqa: E402
 from lifecycle.core.params import load_params  # noqa: E402
 from lifecycle.inference import load_predictor  # noqa: E402
 from lifecycle.prediction import predict_folder, resolve_folder  # noqa: E402
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     write_csv_atomic(result.predictions, out / paths.PREDICTIONS_CSV.name)
     write_csv_atomic(result.skipped, out / paths.PREDICTIONS_SKIPPED.name)
     if args.output is None:
-        write_json_atomic(result.report, paths.PREDICT_REPORT)
+        write_counts_atomic(result.report["labels"], paths.PREDICT_CLASS_COUNTS)
+        write_json_atomic({key: value for key, value in result.report.items() if key != "labels"}, paths.PREDICT_REPORT)
 
     for row in result.skipped.head(SHOWN_SKIPS).itertuples():
         print(f"predict: skipped {row.path}: {row.reason}", file=sys.stderr)

@@ -1,14 +1,15 @@
 """Preprocess (seed step 1): drop duplicates and irrelevant columns, normalise paths and
 label spelling, drop rows whose image is missing or unreadable, and account for every row.
 
-in: data/raw   out: data/interim/clean.csv, metrics/preprocess.json   params: preprocess.*
+in: data/raw   out: data/interim/clean.csv, metrics/preprocess.json (rows in, kept, dropped),
+plots/preprocess/dropped_by_reason.csv (the dropped rows, per reason)   params: preprocess.*
 """
 from __future__ import annotations
 
 from lifecycle.cleaning import preprocess
 from lifecycle.core import paths
 from lifecycle.core.errors import UserError, run_stage
-from lifecycle.core.io import write_csv_atomic, write_json_atomic
+from lifecycle.core.io import write_counts_atomic, write_csv_atomic, write_json_atomic
 from lifecycle.core.params import load_params
 from lifecycle.manifest import read_raw_manifest
 
@@ -19,7 +20,10 @@ def main() -> None:
     if clean.empty:
         raise UserError(f"preprocess kept no row of {paths.relative(paths.RAW_MANIFEST)}: {report.as_dict()['dropped_by_reason']}.")
     write_csv_atomic(clean, paths.CLEAN_MANIFEST)
-    write_json_atomic(report.as_dict(), paths.METRICS / "preprocess.json")
+    summary = report.as_dict()
+    write_counts_atomic(summary.pop("dropped_by_reason"), paths.stage_plots("preprocess") / "dropped_by_reason.csv",
+                        key="reason", value="rows")
+    write_json_atomic(summary, paths.METRICS / "preprocess.json")
     print(f"preprocess: kept {report.rows_kept} of {report.rows_in} rows; dropped {dict(report.dropped)}")
 
 

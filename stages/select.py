@@ -4,7 +4,9 @@ everything serving needs (classes, image size, normalisation, architecture) and,
 ``info``, where it came from: the source stage, its validation and test metrics, its params.
 
 in: metrics/evaluate/{train,finetune,transfer}.json, models/{train,finetune,transfer}
-out: models/best/{model.pt,model.json}, metrics/select.json
+out: models/best/{model.pt,model.json}, metrics/select.json (under ``best``: the model and its
+     validation and test scores; a name no other metrics file uses, so ``dvc exp show`` heads
+     these columns ``best.test.accuracy``, not ``metrics/select.json:test.accuracy``)
 params: select.metric
 """
 from __future__ import annotations
@@ -38,12 +40,10 @@ def main() -> None:
     with atomic_dir(paths.BEST_MODEL) as staging:
         shutil.copyfile(paths.model_dir(chosen) / WEIGHTS_FILE, staging / WEIGHTS_FILE)
         write_json_atomic(spec.to_dict(), staging / SIDECAR_FILE)
+    # The candidates' own scores are in metrics/evaluate/ and select.metric in params.yaml:
+    # repeating them here would only add columns to `dvc exp show`.
+    write_json_atomic({"best": {"model": chosen, **headline}}, paths.METRICS / "select.json")
     candidates = {name: reports[name]["val"][params.metric] for name in CANDIDATES}
-    write_json_atomic(
-        {"model": chosen, "metric": params.metric, "val": headline["val"], "test": headline["test"],
-         "candidates_val": candidates},
-        paths.METRICS / "select.json",
-    )
     print(f"select: {chosen} (val {params.metric} {candidates[chosen]:.4f}; "
           + ", ".join(f"{n} {v:.4f}" for n, v in candidates.items()) + ")")
 

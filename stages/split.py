@@ -1,7 +1,8 @@
 """Split: stratified train / validation / test from the seed; the same picture never lands
 in two splits.
 
-in: data/processed/features.npz   out: data/processed/split/{train,val,test}.npz, metrics/split.json
+in: data/processed/features.npz   out: data/processed/split/{train,val,test}.npz,
+metrics/split.json (images per split), plots/split/<split>.csv (images per class)
 params: seed, split.*
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from lifecycle.core.io import (
     read_arrays,
     read_json,
     write_arrays_atomic,
+    write_counts_atomic,
     write_json_atomic,
 )
 from lifecycle.core.params import load_params
@@ -30,8 +32,9 @@ def main() -> None:
         for name in SPLIT_NAMES:
             chosen = indices[name]
             write_arrays_atomic(staging / f"{name}.npz", **{k: v[chosen] for k, v in features.items()})
-    report = {name: {"images": len(idx), "class_counts": class_counts(features["labels"][idx], classes)} for name, idx in indices.items()}
-    write_json_atomic(report, paths.METRICS / "split.json")
+    for name, idx in indices.items():
+        write_counts_atomic(class_counts(features["labels"][idx], classes), paths.stage_plots("split") / f"{name}.csv")
+    write_json_atomic({name: {"images": len(idx)} for name, idx in indices.items()}, paths.METRICS / "split.json")
     print("split: " + ", ".join(f"{name} {len(idx)}" for name, idx in indices.items()))
 
 

@@ -1,7 +1,8 @@
 """Synthesize (seed step 4): balance the training split with SMOTE (or random
 over-sampling, or nothing); validation and test are never touched.
 
-in: data/processed/split/train.npz   out: data/processed/train_balanced.npz, metrics/synthesize.json
+in: data/processed/split/train.npz   out: data/processed/train_balanced.npz,
+metrics/synthesize.json (synthetic images), plots/synthesize/{before,after}.csv (images per class)
 params: seed, synthesize.*
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from lifecycle.core.io import (
     read_arrays,
     read_json,
     write_arrays_atomic,
+    write_counts_atomic,
     write_json_atomic,
 )
 from lifecycle.core.params import load_params
@@ -26,14 +28,11 @@ def main() -> None:
     classes = read_json(paths.CLASSES)["classes"]
     images, labels, synthetic = balance(train["images"], train["labels"], params, seed)
     write_arrays_atomic(paths.TRAIN_BALANCED, images=images, labels=labels, synthetic=synthetic)
-    report = {
-        "method": params.method,
-        "class_counts_before": class_counts(train["labels"], classes),
-        "class_counts_after": class_counts(labels, classes),
-        "synthetic_images": int(synthetic.sum()),
-    }
-    write_json_atomic(report, paths.METRICS / "synthesize.json")
-    print(f"synthesize ({params.method}): {report['class_counts_before']} -> {report['class_counts_after']}")
+    before, after = class_counts(train["labels"], classes), class_counts(labels, classes)
+    write_counts_atomic(before, paths.stage_plots("synthesize") / "before.csv")
+    write_counts_atomic(after, paths.stage_plots("synthesize") / "after.csv")
+    write_json_atomic({"synthetic_images": int(synthetic.sum())}, paths.METRICS / "synthesize.json")
+    print(f"synthesize ({params.method}): {before} -> {after}")
 
 
 if __name__ == "__main__":

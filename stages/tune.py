@@ -3,7 +3,8 @@ inside the cross-validation pipeline so it only ever resamples training folds.
 
 in: data/processed/split/train.npz (NOT train_balanced: resampling happens per fold),
     data/processed/classes.json
-out: metrics/tune_results.csv (every candidate, every fold), metrics/tune.json (best params and score)
+out: metrics/tune.json (best params and score), plots/tune/results.csv (every candidate, every fold),
+     plots/tune/class_counts.csv (the images searched, per class)
 params: seed, tune.*, synthesize.* (the sampler, as the synthesize stage uses it)
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from lifecycle.core.errors import run_stage
 from lifecycle.core.io import (
     read_arrays,
     read_json,
+    write_counts_atomic,
     write_csv_atomic,
     write_json_atomic,
 )
@@ -39,9 +41,12 @@ def main() -> None:
     result = tune(train["images"], train["labels"], classes, params, sampler, seed, on_fold_scored=lambda _: bar.update())
     bar.close()
 
-    write_csv_atomic(result.results, paths.TUNE_RESULTS)
-    write_json_atomic(result.summary, paths.TUNE_SUMMARY)
     summary = result.summary
+    write_csv_atomic(result.results, paths.TUNE_RESULTS)
+    write_counts_atomic(summary["class_counts"], paths.TUNE_CLASS_COUNTS)
+    # The search's setup is in params.yaml (tune.*, synthesize.method) and results.csv (one row
+    # per candidate, one column per fold): the metrics keep what the search found.
+    write_json_atomic({key: summary[key] for key in ("best_params", "best_score", "best_score_std")}, paths.TUNE_SUMMARY)
     print(
         f"tune: {summary['candidates']} candidates x {summary['folds']} folds on {summary['images']} images "
         f"in {time.perf_counter() - started:.0f}s; best {summary['scoring']} {summary['best_score']:.3f} "

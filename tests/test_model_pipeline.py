@@ -64,10 +64,18 @@ def test_pipeline_reproduces_and_an_experiment_reruns_only_train_and_its_descend
     assert spec.architecture == best["architecture"]
     for name in ("train", "finetune", "transfer"):
         report = json.loads((repo.path / "metrics" / "evaluate" / f"{name}.json").read_text())
-        assert report["test"]["images"] > 0 and 0.0 <= report["test"]["accuracy"] <= 1.0
-        assert (repo.path / "plots" / "evaluate" / name / "confusion.csv").is_file()
+        assert set(report) == {"val", "test"} and set(report["test"]) == {"accuracy", "precision", "recall", "f1", "roc_auc"}
+        assert 0.0 <= report["test"]["accuracy"] <= 1.0
+        for confusion, split in (("confusion.csv", "test"), ("confusion_val.csv", "val")):
+            rows = (repo.path / "plots" / "evaluate" / name / confusion).read_text().splitlines()
+            assert rows[0] == "actual,predicted"
+            assert len(rows) - 1 == json.loads((repo.path / "metrics" / "split.json").read_text())[split]["images"]
+    selected = json.loads((repo.path / "metrics" / "select.json").read_text())["best"]
+    assert selected["model"] == best["info"]["source"] and selected["test"] == best["info"]["test"]
     plots = json.loads(repo.dvc("plots", "show", "--json").stdout)
     assert not plots.get("errors")
+    assert len(plots["data"]["plots/evaluate/transfer/confusion_val.csv"][0]["content"]["data"]["values"]) > 0
+    assert len(plots["data"]["plots/predict/class_counts.csv"][0]["content"]["data"]["values"]) == 2
     curves = plots["data"]["Validation accuracy per epoch, all models"][0]["content"]["data"]["values"]
     assert {row["filename"] for row in curves} >= {"train/plots/metrics/val/accuracy.tsv",
                                                     "finetune/plots/metrics/val/accuracy.tsv"}

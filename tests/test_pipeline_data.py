@@ -1,4 +1,5 @@
 """End-to-end: the data stages under DVC in a temporary copy of the repository."""
+import json
 import re
 
 import pytest
@@ -22,6 +23,18 @@ def test_data_pipeline_reruns_only_what_changed_and_is_deterministic(repo_copy):
     assert all(stage in dag for stage in DATA_STAGES)
     metrics = repo.dvc("metrics", "show").stdout
     assert "metrics/preprocess.json" in metrics and "rows_in" in metrics
+    assert "dropped_by_reason" not in metrics and "class_counts" not in metrics  # breakdowns are plots
+    tables = ["plots/preprocess/dropped_by_reason.csv", "plots/impute/class_counts.csv", "plots/split/train.csv",
+              "plots/synthesize/after.csv"]
+    plots = json.loads(repo.dvc("plots", "show", "--json", *tables).stdout)  # the model stages have not run
+    assert not plots.get("errors")
+    for table in tables:
+        assert plots["data"][table][0]["content"]["data"]["values"], table
+    reasons = (repo.path / "plots/preprocess/dropped_by_reason.csv").read_text().splitlines()
+    preprocess = json.loads((repo.path / "metrics/preprocess.json").read_text())
+    assert sum(int(line.split(",")[1]) for line in reasons[1:]) == preprocess["rows_dropped"]
+    eda = json.loads((repo.path / "reports/eda.json").read_text())
+    assert eda["labels_as_ingested"]["rows"] == json.loads((repo.path / "metrics/ingest.json").read_text())["rows"]
 
     for figure in ["plots/samples.png", "plots/augment_preview.png", "plots/eda/label_distribution.png",
                    "plots/eda/image_sizes.png", "plots/eda/class_means.png"]:

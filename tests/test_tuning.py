@@ -1,6 +1,7 @@
 """Tune (seed step 8e): grid search on tiny data, honest folds, reproducible bytes, bad params."""
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -222,8 +223,12 @@ def test_dvc_repro_tune_twice_gives_the_same_lock(repo_copy):
     repo = repo_copy({"tune": tiny, "synthesize": {"k_neighbors": 3}})
     repo.dvc("repro", "tune")
     lock = (repo.path / "dvc.lock").read_text()
-    results = (repo.path / "metrics" / "tune_results.csv").read_bytes()
+    results = (repo.path / "plots" / "tune" / "results.csv").read_bytes()
     repo.dvc("repro", "--force", "tune", "--single-item")
     assert (repo.path / "dvc.lock").read_text() == lock
-    assert (repo.path / "metrics" / "tune_results.csv").read_bytes() == results
+    assert (repo.path / "plots" / "tune" / "results.csv").read_bytes() == results
     assert len(results.decode().splitlines()) == 5
+    summary = json.loads((repo.path / "metrics" / "tune.json").read_text())
+    assert set(summary) == {"best_params", "best_score", "best_score_std"}
+    counts = (repo.path / "plots" / "tune" / "class_counts.csv").read_text().splitlines()
+    assert counts[0] == "class,images" and sum(int(row.split(",")[1]) for row in counts[1:]) == 60

@@ -1,16 +1,19 @@
 """A pipeline state as MLflow holds it, read from DVC's files alone: pure, no MLflow, no git.
 
 in: a folder holding a state: ``params.yaml``, ``dvc.lock``, ``metrics/**``, ``plots/**``,
-``models/best/`` (the workspace, DVC's temporary copy of an experiment, or a past revision
-read through DVC). out: a :class:`Snapshot`:
+``reports/**``, ``models/best/`` (the workspace, DVC's temporary copy of an experiment, or a
+past revision read through DVC). out: a :class:`Snapshot`:
 
 - params: every key of params.yaml, flattened with dots (``seed``, ``augment.hflip``);
 - metrics: every number in metrics/, named ``<file under metrics/ without extension>/<key.path>``
   (``split/train.images``); DVCLive curves (``metrics/<d>/plots/metrics/<name>.tsv``) as
-  stepped metrics ``<d>/<name>``; lists of numbers or of records as stepped metrics;
-- artifacts: every file but the model's; whether the selected model is there;
-- the state id: a sha256 of the flattened params and of every file under metrics/, plots/
-  and models/best/ -- exactly what the ``mirror`` stage depends on, so the stage, a later
+  stepped metrics ``<d>/<name>``; lists of numbers or of records as stepped metrics. These
+  are DVC's metrics, the headline a reviewer compares, under the same keys;
+- artifacts: every file but the model's -- so the breakdowns behind the metrics (confusion
+  matrices, per-class and per-reason counts in plots/, eda's summary in reports/) are in the
+  run as files, not as one MLflow metric per class or reason; whether the selected model is there;
+- the state id: a sha256 of the flattened params and of every file under metrics/, plots/,
+  reports/ and models/best/ -- exactly what the ``mirror`` stage depends on, so the stage, a later
   backfill of the commit and a backfill of the DVC experiment compute the same id. (The
   bytes of dvc.lock cannot be the id: DVC writes the mirror stage's own entry after it ran.)
 """

@@ -137,6 +137,13 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
     write_bytes_atomic(frame.to_csv(index=False, lineterminator="\n").encode(), path)
 
 
+def write_counts_atomic(counts: Mapping[str, int], path: Path, key: str = "class", value: str = "images") -> None:
+    """``{"cat": 939, "dog": 394}`` as a two-column CSV (``class,images``), in the given order:
+    the per-class or per-reason counts a DVC bar chart draws (``template: bar_horizontal``),
+    kept out of the metrics files so that ``dvc exp show`` is not one column per class."""
+    write_csv_atomic(pd.DataFrame({key: [str(name) for name in counts], value: [int(n) for n in counts.values()]}), path)
+
+
 def write_arrays_atomic(path: Path, **arrays: np.ndarray) -> None:
     """Write arrays as an ``.npz`` that ``np.load`` reads, with fixed timestamps.
 

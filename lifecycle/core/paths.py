@@ -29,8 +29,13 @@ TEST = SPLITS / "test.npz"
 TRAIN_BALANCED = PROCESSED / "train_balanced.npz"
 
 MODELS = ROOT / "models"
+# What a run is judged by, and what explains it. metrics/: the headline numbers a reviewer
+# compares (`dvc metrics diff`, the columns of `dvc exp show`); plots/: the breakdowns behind
+# them (confusion matrices, per-class and per-reason counts, tune results) as tables DVC
+# draws (`dvc plots diff`); reports/: what is neither (eda's summary and label spellings).
 METRICS = ROOT / "metrics"
 PLOTS = ROOT / "plots"
+REPORTS = ROOT / "reports"
 
 
 def relative(path: Path) -> str:
@@ -46,17 +51,19 @@ PREDICTIONS = DATA / "predictions"
 PREDICTIONS_CSV = PREDICTIONS / "predictions.csv"
 PREDICTIONS_SKIPPED = PREDICTIONS / "skipped.csv"
 PREDICT_REPORT = METRICS / "predict.json"
+PREDICT_CLASS_COUNTS = PLOTS / "predict" / "class_counts.csv"
 
-# tune (seed step 8e): grid-search results, committed with the other metrics
+# tune (seed step 8e): the best params and score, and the grid-search results as a plot
 TUNE_SUMMARY = METRICS / "tune.json"
-TUNE_RESULTS = METRICS / "tune_results.csv"
+TUNE_RESULTS = PLOTS / "tune" / "results.csv"
+TUNE_CLASS_COUNTS = PLOTS / "tune" / "class_counts.csv"
 
 # Tracking (the MLflow mirror, the tracking/ package). What the mirror reads, relative to a
 # repository root; and the names of its local store, artifacts and spool, which live at the
 # REAL repository root (also when DVC runs an experiment in a temporary copy) and are gitignored.
 MIRRORED_FILES = ("params.yaml", "dvc.lock")
 MIRRORED_MODEL = "models/best"  # the selected model: model.pt + model.json
-MIRRORED_FOLDERS = ("metrics", "plots", MIRRORED_MODEL)
+MIRRORED_FOLDERS = ("metrics", "plots", "reports", MIRRORED_MODEL)
 MLFLOW_DB = "mlflow.db"
 MLFLOW_ARTIFACTS = "mlartifacts"
 MLFLOW_SPOOL = ".mlflow-spool"
@@ -95,3 +102,8 @@ def evaluation_report(model: str) -> Path:
 
 def evaluation_plots(model: str) -> Path:
     return PLOTS / "evaluate" / model
+
+
+def stage_plots(stage: str) -> Path:
+    """plots/<stage>: the per-class and per-reason counts behind a stage's headline metrics."""
+    return PLOTS / stage
