@@ -11,28 +11,23 @@ params: predict.*
 
 Outside DVC: ``python -m stages.predict [--input DIR] [--model PATH|URI] [--output DIR] [FILE ...]``
 classifies another folder, model or only the given files (relative to the folder; ``..``
-and absolute paths are refused). With --output the CSVs go there and metrics and plots are not written.
+and absolute paths are refused). Such a run needs --output: the CSVs go there and metrics and
+plots are not written, so the pipeline's outputs (pinned by dvc.lock) stay as DVC wrote them.
+(OpenMP's passive waiting, which keeps a busy machine from stalling the forward passes, is set
+by importing the ``lifecycle`` package, before torch loads.)
 """
 from __future__ import annotations
 
-import os
+import argparse
+import sys
+from pathlib import Path
 
-# Set before torch loads its OpenMP runtime: torch's threads then sleep, rather than spin,
-# while they wait for each other. On a busy machine spinning threads keep one another off
-# the cores (on this project's shared two-core machine, the old predict loop's forward
-# passes took 2-3x longer); the arithmetic, and so every probability, is unchanged.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import argparse  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from lifecycle.core import paths  # noqa: E402
-from lifecycle.core.errors import run_stage  # noqa: E402
-from lifecycle.core.io import write_counts_atomic, write_csv_atomic, write_json_atomic  # noqa: E402
-from lifecycle.core.params import load_params  # noqa: E402
-from lifecycle.inference import load_predictor  # noqa: E402
-from lifecycle.prediction import predict_folder, resolve_folder  # noqa: E402
+from lifecycle.core import paths
+from lifecycle.core.errors import UserError, run_stage
+from lifecycle.core.io import write_counts_atomic, write_csv_atomic, write_json_atomic
+from lifecycle.core.params import load_params
+from lifecycle.inference import load_predictor
+from lifecycle.prediction import predict_folder, resolve_folder
 
 SHOWN_SKIPS = 10  # skipped files printed on the terminal; the CSV lists them all
 
@@ -49,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.output is None and (args.input or args.model or args.files):
+        raise UserError("--input, --model and FILE classify outside the pipeline: pass --output DIR too "
+                        "(data/predictions and metrics/predict.json are the predict stage's outputs, pinned by dvc.lock).")
     params = load_params().predict
     folder = resolve_folder(args.input, "--input") if args.input else resolve_folder(params.input)
     predictor = load_predictor(args.model or paths.BEST_MODEL)

@@ -215,3 +215,15 @@ def test_the_stage_reruns_when_the_folder_it_classifies_changes():
     assert "${predict.input}" in stage["deps"] and "models/best" in stage["deps"]
     params = yaml.safe_load((ROOT / "params.yaml").read_text())["predict"]
     assert validate(PredictParams, params, prefix="predict.").input == "data/raw/images"
+
+
+@pytest.mark.parametrize("args", [["--input", "{folder}"], ["--model", "{model}"], ["pet0.png"]])
+def test_a_run_outside_the_pipeline_needs_an_output_folder_and_leaves_the_stage_outputs_alone(
+    args, folder, model_dir
+):
+    watched = [ROOT / "data" / "predictions" / "predictions.csv", ROOT / "metrics" / "predict.json"]
+    before = [path.read_bytes() if path.exists() else None for path in watched]
+    result = run_predict(*(a.format(folder=folder, model=model_dir) for a in args))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: --input, --model and FILE classify outside the pipeline: pass --output DIR")
+    assert [path.read_bytes() if path.exists() else None for path in watched] == before

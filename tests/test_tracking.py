@@ -375,8 +375,9 @@ def test_the_same_state_mirrored_again_updates_its_run_and_keeps_every_experimen
     assert sorted(m.name for m in client.search_logged_models([experiment])) == ["image-model", "model"]  # once each
     assert len(client.search_model_versions(f"name = '{sink.REGISTERED_MODEL}'")) == 1
 
-    mirror.mirror_workspace(workspace, environ={"DVC_EXP_NAME": "calm-lr"})  # a second experiment, same state
+    report = mirror.mirror_workspace(workspace, environ={"DVC_EXP_NAME": "calm-lr"})  # a second experiment, same state
     [run] = runs_of(client)
+    assert report.sent[0][0] == "calm-lr (in run 'bold-lr', this state's first name)"  # what stages.mirror prints
     assert run.info.run_name == "bold-lr" == run.data.tags[provenance.TAG_EXP_NAME]  # not renamed
     assert run.data.tags[provenance.TAG_EXP_NAMES] == "bold-lr calm-lr"              # both findable by name
     assert run.data.tags[provenance.TAG_COMMITS].split() == [first.data.tags[provenance.TAG_COMMIT], head]

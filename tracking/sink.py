@@ -197,7 +197,9 @@ def _comparable(value: float) -> float | str:
 
 
 def send(entry: SpoolEntry) -> tuple[str, str]:
-    """Create or update the run of ``entry``'s pipeline state; returns its run id and name."""
+    """Create or update the run of ``entry``'s pipeline state; returns its run id and a label:
+    the run's name, or ``<this mirror's name> (in run '<the run's name>')`` when the state's run
+    is named after an earlier experiment (see :func:`merged_tags`)."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunTag
 
@@ -253,7 +255,10 @@ def send(entry: SpoolEntry) -> tuple[str, str]:
     if model_id is not None:  # last: an alias never points at a run still being written
         register(client, uri, run_id, model_id, tags, record["move_alias"])
     client.set_terminated(run_id, "FINISHED")
-    return run_id, tags["mlflow.runName"]
+    mine = run_name({**record["tags"], TAG_STATE: snapshot.state})
+    if mine == tags["mlflow.runName"]:
+        return run_id, mine
+    return run_id, f"{mine} (in run '{tags['mlflow.runName']}', this state's first name)"
 
 
 def model_signature(image_size: int, classes: int) -> Any:
