@@ -64,6 +64,9 @@ class BadRequest(Exception):
         self.status = status
 
 
+# The model's scores /metadata reports: select writes them into the sidecar's info, per split.
+HELD_OUT_SPLITS = ("val", "test")
+
 def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Defaults, overridden by environment variables, overridden by ``overrides``; validated."""
     settings: dict[str, Any] = {}
@@ -149,7 +152,7 @@ def _register_routes(app: Flask, served: ServedModel) -> None:
             "image_size": spec.image_size,
             "mean": list(spec.mean),
             "std": list(spec.std),
-            "metrics": info.get("metrics", {}),
+            "metrics": {split: info[split] for split in HELD_OUT_SPLITS if split in info},
             "info": info,
             "limits": {
                 "max_upload_bytes": app.config["MAX_CONTENT_LENGTH"],

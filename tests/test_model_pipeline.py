@@ -59,7 +59,8 @@ def test_pipeline_reproduces_and_an_experiment_reruns_only_train_and_its_descend
     assert best["info"]["source"] in ("train", "finetune", "transfer")
     assert best["info"]["selected_by"] == "val.accuracy"
     assert best["image_size"] == 32 and best["classes"] == ["cat", "dog"]
-    assert set(best["info"]["test"]) == {"accuracy", "precision", "recall", "f1", "roc_auc"}
+    for split in ("val", "test"):  # what the service's /metadata reports as the model's metrics
+        assert set(best["info"][split]) == {"accuracy", "precision", "recall", "f1", "roc_auc"}
     model, spec = load_model(repo.path / "models" / "best")
     assert spec.architecture == best["architecture"]
     for name in ("train", "finetune", "transfer"):
