@@ -206,6 +206,7 @@ def _load_mlflow(uri: str, device: torch.device) -> Predictor:
     from mlflow.exceptions import MlflowException
 
     _ensure_tracking_uri()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per download fills server logs
     scratch = Path(tempfile.mkdtemp(prefix="serve-mlflow-"))
     try:
         try:
