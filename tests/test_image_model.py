@@ -18,7 +18,7 @@ from PIL import Image
 
 from lifecycle.inference import load_predictor
 from serving import create_app
-from tracking import image_model, mirror, pyfunc, sink
+from tracking import flavours, image_model, mirror, pyfunc, sink
 
 from .conftest import ROOT, env_with_venv
 from .test_tracking import (  # noqa: F401  (fixtures)
@@ -71,7 +71,7 @@ def logged_image_model(store: Path) -> tuple[str, str]:
     [run] = runs_of(client)
     experiment = client.get_experiment_by_name(sink.EXPERIMENT).experiment_id
     models = {m.name: m for m in client.search_logged_models([experiment])}
-    assert set(models) == {sink.MODEL_NAME, pyfunc.IMAGE_MODEL_NAME}
+    assert set(models) == {flavours.MODEL_NAME, pyfunc.IMAGE_MODEL_NAME}
     assert models[pyfunc.IMAGE_MODEL_NAME].source_run_id == run.info.run_id
     return run.info.run_id, f"models:/{models[pyfunc.IMAGE_MODEL_NAME].model_id}"
 
@@ -120,7 +120,7 @@ def test_mirroring_the_same_state_again_logs_the_image_model_once(workspace: Pat
     client = client_for(f"sqlite:///{workspace}/mlflow.db")
     experiment = client.get_experiment_by_name(sink.EXPERIMENT).experiment_id
     names = sorted(m.name for m in client.search_logged_models([experiment]))
-    assert names == sorted([sink.MODEL_NAME, pyfunc.IMAGE_MODEL_NAME])
+    assert names == sorted([flavours.MODEL_NAME, pyfunc.IMAGE_MODEL_NAME])
 
 
 @pytest.mark.slow

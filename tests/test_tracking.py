@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from lifecycle.models import ModelSpec, SeedCNN, load_model, save_model, to_model_input
-from tracking import mirror, provenance, sink, snapshot, spool
+from tracking import flavours, mirror, provenance, sink, snapshot, spool
 
 from .conftest import ROOT, env_with_venv
 
@@ -139,7 +139,7 @@ def assert_registered_model(client, run_id: str, folder: Path, tmp_path: Path) -
 
     pyfunc = mlflow.pyfunc.load_model(str(local))
     model, _ = load_model(folder)
-    batch = sink.example_input(size, tuple(spec["mean"]), tuple(spec["std"]))
+    batch = flavours.example_input(size, tuple(spec["mean"]), tuple(spec["std"]))
     batch = np.concatenate([batch, batch[:1] * 0.5, batch[:1] - 0.3]).astype(np.float32)  # 4 images: any batch size
     with torch.no_grad():
         expected = model(torch.from_numpy(batch)).numpy()
@@ -635,8 +635,8 @@ def test_a_model_logged_from_the_same_files_is_linked_to_the_next_run_not_export
     client = client_for(f"sqlite:///{workspace}/mlflow.db")
     experiment = client.get_experiment_by_name(sink.EXPERIMENT).experiment_id
     models = client.search_logged_models([experiment])                   # each flavour exported once
-    assert sorted(m.name for m in models) == sorted(sink.FLAVOURS)
-    logged = next(m for m in models if m.name == sink.MODEL_NAME)
+    assert sorted(m.name for m in models) == sorted(flavours.FLAVOURS)
+    logged = next(m for m in models if m.name == flavours.MODEL_NAME)
     versions = client.search_model_versions(f"name = '{sink.REGISTERED_MODEL}'")
     assert sorted(v.source for v in versions) == [f"models:/{logged.model_id}"] * 2
     newest = report.sent[0][1]
@@ -652,10 +652,10 @@ def test_a_flavour_that_carries_code_is_logged_anew_when_that_code_changes(tmp_p
     (model / "model.pt").write_bytes(b"weights")
     (code / "inference.py").write_text("SCALE = 1\n")
     (code / "notes.txt").write_text("not code\n")
-    carried = sink.model_digest(model, (code,))
-    assert sink.model_digest(model) != carried                       # the code is part of it
+    carried = flavours.model_digest(model, (code,))
+    assert flavours.model_digest(model) != carried                       # the code is part of it
     (code / "notes.txt").write_text("edited\n")
-    assert sink.model_digest(model, (code,)) == carried              # only Python files count
+    assert flavours.model_digest(model, (code,)) == carried              # only Python files count
     (code / "inference.py").write_text("SCALE = 2\n")
-    assert sink.model_digest(model, (code,)) != carried              # an edit logs the model again
-    assert sink.FLAVOURS[sink.IMAGE_MODEL_NAME].code                 # the image pyfunc carries lifecycle/
+    assert flavours.model_digest(model, (code,)) != carried              # an edit logs the model again
+    assert flavours.FLAVOURS[flavours.IMAGE_MODEL_NAME].code                 # the image pyfunc carries lifecycle/

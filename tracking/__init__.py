@@ -5,6 +5,7 @@
 - :mod:`tracking.provenance`: git commit, branch, DVC experiment;
 - :mod:`tracking.spool`: the local queue that makes a tracking failure lose nothing;
 - :mod:`tracking.sink`: the only code that writes runs and models to MLflow;
+- :mod:`tracking.flavours`: the selected model as logged models, one per flavour, reused when equal;
 - :mod:`tracking.pyfunc`: the selected model logged a second time, as a pyfunc that takes
   image bytes (:mod:`tracking.image_model`, MLflow "models from code");
 - :mod:`tracking.mirror`: the commands that tie them together.

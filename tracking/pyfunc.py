@@ -24,7 +24,7 @@ from typing import Any
 
 import lifecycle
 from tracking import image_model
-from tracking.sink import IMAGE_MODEL_NAME, MODEL_STEP
+from tracking.flavours import IMAGE_MODEL_NAME, MODEL_STEP
 
 # What importing lifecycle.inference needs, plus torchvision for torchvision architectures.
 REQUIREMENTS = ("torch", "torchvision", "numpy", "pandas", "pillow", "tqdm")
@@ -70,7 +70,7 @@ def model_arguments(folder: Path) -> dict[str, Any]:
 
 
 def log_image_model(run_id: str, folder: Path, tags: Mapping[str, str]) -> str:
-    """Log ``folder`` as the run's ``image-model``; its model id. :func:`tracking.sink.log_models`
+    """Log ``folder`` as the run's ``image-model``; its model id. :func:`tracking.flavours.log_models`
     calls it (inside ``global_store``) only when no model from the same files and code exists yet."""
     import mlflow
 

@@ -2,7 +2,7 @@
 
 :func:`send` creates or updates the run of one spooled pipeline state (idempotent: a state
 mirrored again updates its run; only missing params and metric points are logged), in this
-order: tags and params; the selected model (:func:`log_models`: ``mlflow.pytorch.log_model``,
+order: tags and params; the selected model (:func:`tracking.flavours.log_models`: ``mlflow.pytorch.log_model``,
 torch.export "pt2" format, no pickle, sidecar as ``extra_files/model.json``; and, through
 :mod:`tracking.pyfunc`, as ``image-model``, a pyfunc that takes image bytes); metrics, the
 step-0 points linked to that model; artifacts; and last the registration (:func:`register`)
@@ -16,17 +16,16 @@ temporary copy). Retries are bounded and progress bars off unless the user chose
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
-from importlib import metadata
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from lifecycle.core import paths
+from tracking.flavours import MODEL_STEP, log_models
 from tracking.provenance import (
     TAG_BRANCH,
     TAG_COMMIT,
@@ -43,14 +42,6 @@ from tracking.spool import SpoolEntry
 EXPERIMENT = "cats-vs-dogs"        # the MLflow experiment of every pipeline run (MLFLOW_EXPERIMENT_NAME overrides)
 REGISTERED_MODEL = "cats-vs-dogs"  # the Model Registry name of the selected model
 ALIAS = "candidate"                # moved to the model of the newest mirrored pipeline run
-MODEL_NAME = "model"               # the logged model's name in its run
-IMAGE_MODEL_NAME = "image-model"   # the same model as an image-bytes pyfunc (tracking/pyfunc.py)
-MODEL_STEP = 0                     # the step a logged model is linked to: the step of every scalar metric
-TAG_MODEL_DIGEST = "model.sha256"  # logged-model tag: model_digest() of the files it was logged from
-# Part of model_digest: change it when the logged files change for the same model (signature,
-# input example, requirements), so that no older logged model is reused for a newer format.
-LOGGED_FORMAT = "pt2 signature input_example sidecar requirements v1"
-EXAMPLE_IMAGES = 2        # > 1, so that torch.export keeps the batch dimension dynamic
 HEALTH_TIMEOUT_S = 5.0    # how long a tracking server has to answer /health before we spool
 
 
@@ -233,7 +224,8 @@ def send(entry: SpoolEntry) -> tuple[str, str]:
     # metrics below carry its model_id themselves: the same link, without the reads.
     model_id = None
     if snapshot.has_model:
-        model_id = log_models(client, uri, experiment_id, run_id, entry.files / paths.MIRRORED_MODEL, tags)
+        with global_store(uri):
+            model_id = log_models(client, experiment_id, run_id, entry.files / paths.MIRRORED_MODEL, tags)
 
     timestamp = int(record["spooled_at"] * 1000)
     metrics = []
@@ -259,28 +251,6 @@ def send(entry: SpoolEntry) -> tuple[str, str]:
     if mine == tags["mlflow.runName"]:
         return run_id, mine
     return run_id, f"{mine} (in run '{tags['mlflow.runName']}', this state's first name)"
-
-
-def model_signature(image_size: int, classes: int) -> Any:
-    """Input: normalised float32 images (-1, 3, S, S); output: float32 logits (-1, classes)."""
-    import numpy as np
-    from mlflow.models.signature import ModelSignature
-    from mlflow.types.schema import Schema, TensorSpec
-
-    return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, image_size, image_size))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, classes))]),
-    )
-
-
-def example_input(image_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
-    """A fixed batch of uint8 images normalised as the model expects (float32 NCHW)."""
-    import numpy as np
-
-    from lifecycle.models import to_model_input
-
-    images = np.random.default_rng(0).integers(0, 256, size=(EXAMPLE_IMAGES, image_size, image_size, 3), dtype=np.uint8)
-    return to_model_input(images, mean, std).numpy()
 
 
 @contextlib.contextmanager
@@ -310,114 +280,6 @@ def global_store(uri: str) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def model_digest(folder: Path, code: tuple[Path, ...] = ()) -> str:
-    """What a logged model is made of: the selected model's files, the versions that shape the
-    logged files, :data:`LOGGED_FORMAT`, and the Python files under ``code`` that a flavour copies
-    into the logged model. Equal digests mean interchangeable logged models."""
-    digest = hashlib.sha256(LOGGED_FORMAT.encode())
-    for package in ("torch", "numpy", "mlflow"):
-        digest.update(f"\0{package}=={metadata.version(package)}".encode())
-    for name in sorted(path.name for path in Path(folder).iterdir() if path.is_file()):
-        digest.update(f"\0{name}\0".encode() + (Path(folder) / name).read_bytes())
-    for root in code:
-        for path in sorted(Path(root).rglob("*.py")):
-            digest.update(f"\0{path.relative_to(root).as_posix()}\0".encode() + path.read_bytes())
-    return digest.hexdigest()
-
-
-def log_models(client: Any, uri: str, experiment_id: str, run_id: str, folder: Path, tags: Mapping[str, str]) -> str:
-    """Log the selected model in ``folder`` once per run, as every flavour of :data:`FLAVOURS`;
-    returns the id of the one the registry version points at (``MODEL_NAME``).
-
-    A flavour already logged from the same files (same :func:`model_digest`, in this experiment)
-    is linked to the run instead of logged again: a sweep whose experiments keep the same
-    selected model, or a state mirrored again after a params-only change, then skips the
-    export, which is most of the mirror's time (see benchmarks/mirror_speed.py).
-    """
-    from mlflow.entities import LoggedModelOutput
-
-    with global_store(uri):
-        logged = _run_models(client, run_id)
-        for name, flavour in FLAVOURS.items():
-            if name in logged:
-                continue
-            digest = model_digest(folder, flavour.code)
-            same = client.search_logged_models(
-                [experiment_id], filter_string=f"name = '{name}' AND tags.`{TAG_MODEL_DIGEST}` = '{digest}'",
-                order_by=[{"field_name": "creation_timestamp", "ascending": True}],
-            )
-            ready = [model.model_id for model in same if _ready(model)]
-            if ready:
-                client.log_outputs(run_id, [LoggedModelOutput(ready[0], step=MODEL_STEP)])
-                logged[name] = ready[0]
-            else:
-                logged[name] = flavour.log(run_id, folder, {TAG_STATE: tags[TAG_STATE], TAG_MODEL_DIGEST: digest})
-        return logged[MODEL_NAME]
-
-
-def _ready(model: Any) -> bool:
-    return str(model.status).upper().endswith("READY")
-
-
-def _run_models(client: Any, run_id: str) -> dict[str, str]:
-    """Flavour name -> model id of the ready models the run logged or links to."""
-    outputs = client.get_run(run_id).outputs
-    found = {}
-    for output in (outputs.model_outputs if outputs else None) or []:
-        model = client.get_logged_model(output.model_id)
-        if _ready(model):
-            found.setdefault(model.name, model.model_id)
-    return found
-
-
-def _log_pytorch_model(run_id: str, folder: Path, tags: Mapping[str, str]) -> str:
-    """The pt2 (torch.export) flavour: a graph and weights, nothing unpickled on load; the sidecar
-    as ``extra_files/model.json``; input normalised images, output logits (:func:`model_signature`)."""
-    import mlflow
-    import mlflow.pytorch
-    import torch
-
-    from lifecycle.models import SIDECAR_FILE, load_model
-
-    model, spec = load_model(folder)
-    with torch.no_grad(), mlflow.start_run(run_id=run_id):
-        return mlflow.pytorch.log_model(
-            model,
-            name=MODEL_NAME,
-            signature=model_signature(spec.image_size, len(spec.classes)),
-            input_example=example_input(spec.image_size, spec.mean, spec.std),
-            extra_files=[str(folder / SIDECAR_FILE)],
-            pip_requirements=[f"torch=={metadata.version('torch')}", f"numpy=={metadata.version('numpy')}"],
-            serialization_format="pt2",
-            step=MODEL_STEP,
-            tags=dict(tags),
-        ).model_id
-
-
-def _log_image_model(run_id: str, folder: Path, tags: Mapping[str, str]) -> str:
-    """The image-bytes pyfunc (:mod:`tracking.pyfunc`): the service's input, answer and code."""
-    from tracking.pyfunc import log_image_model
-
-    return log_image_model(run_id, folder, tags)
-
-
-class Flavour(NamedTuple):
-    """How the selected model is logged once more: ``log(run_id, model folder, tags)`` logs it and
-    returns its model id; ``code`` are the folders of Python it copies into the logged model (part
-    of its :func:`model_digest`, so a code change logs it anew)."""
-
-    log: Callable[[str, Path, Mapping[str, str]], str]
-    code: tuple[Path, ...] = ()
-
-
-# The flavours each selected model is logged as, by name in its run. The registry version points
-# at MODEL_NAME's; add a flavour here and it is logged, reused and linked like the first.
-FLAVOURS: dict[str, Flavour] = {
-    MODEL_NAME: Flavour(_log_pytorch_model),
-    IMAGE_MODEL_NAME: Flavour(_log_image_model, code=(paths.ROOT / "lifecycle",)),
-}
 
 
 def register(client: Any, uri: str, run_id: str, model_id: str, tags: Mapping[str, str], move_alias: bool) -> Any:
