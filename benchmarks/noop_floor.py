@@ -28,6 +28,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from scale import environment  # noqa: E402  (PATH with this interpreter first, no DVC_EXP_NAME)
+
 UP_TO_DATE = "Data and pipelines are up to date."
 
 STAGE = """  square{index}:
@@ -41,13 +45,6 @@ STAGE = """  square{index}:
 """
 SCRIPT = ('import sys, yaml\nn = yaml.safe_load(open("params.yaml"))["number"]\n'
           'open(f"square{sys.argv[1]}.txt", "w").write(f"{n * n}\\n")\n')
-
-
-def environment() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.pop("DVC_EXP_NAME", None)
-    return env
 
 
 def dvc(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

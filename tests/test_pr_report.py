@@ -63,6 +63,17 @@ class TinyRepo:
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    @classmethod
+    def create(cls, path: Path) -> "TinyRepo":
+        """A new git repository on branch main with DVC initialised in it."""
+        repo = cls(path)
+        repo.path.mkdir()
+        repo.run("git", "init", "-q", "-b", "main")
+        repo.run("git", "config", "user.email", "tests@example.com")
+        repo.run("git", "config", "user.name", "tests")
+        repo.dvc("init", "-q")
+        return repo
+
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run(list(args), cwd=self.path, env=env_with_venv(), capture_output=True, text=True, timeout=300)
         if check and result.returncode != 0:
@@ -86,12 +97,7 @@ class TinyRepo:
 @pytest.fixture(scope="module")
 def tiny_repo(tmp_path_factory) -> TinyRepo:
     """main: lr 0.1, 3 epochs; branch `change` on top of it: lr 0.2, 4 epochs, reproduced and committed."""
-    repo = TinyRepo(tmp_path_factory.mktemp("pr") / "repo")
-    repo.path.mkdir()
-    repo.run("git", "init", "-q", "-b", "main")
-    repo.run("git", "config", "user.email", "tests@example.com")
-    repo.run("git", "config", "user.name", "tests")
-    repo.dvc("init", "-q")
+    repo = TinyRepo.create(tmp_path_factory.mktemp("pr") / "repo")
     (repo.path / "step.py").write_text(STEP)
     (repo.path / "dvc.yaml").write_text(DVC_YAML)
     repo.write_params(0.1, 3)
@@ -328,12 +334,7 @@ def team(tmp_path_factory):
     store.mkdir()
     origin = root / "origin.git"
     subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
-    alice = TinyRepo(root / "alice")
-    alice.path.mkdir()
-    alice.run("git", "init", "-q", "-b", "main")
-    alice.run("git", "config", "user.email", "tests@example.com")
-    alice.run("git", "config", "user.name", "tests")
-    alice.dvc("init", "-q")
+    alice = TinyRepo.create(root / "alice")
     (alice.path / "prep.py").write_text(PREP)
     (alice.path / "fit.py").write_text(FIT)
     (alice.path / "dvc.yaml").write_text(TWO_STAGES)
