@@ -1,14 +1,15 @@
 """Predict (batch inference): classify every image under a folder with a :class:`~lifecycle.inference.Predictor`.
 
 in: a folder (``predict.input``) and a predictor. out: one row per image (path, prediction,
-label, probability per class), one row per skipped file with the reason, and counts for
-``metrics/predict.json`` (and ``plots/predict/class_counts.csv``, the images per label). Unreadable files are skipped and reported; anything that resolves
-outside the folder (a symlink that escapes it, a ``..`` path) is refused, never opened.
+label, probability per class), one row per skipped file (path, reason, detail), and counts for
+``metrics/predict.json`` (and ``plots/predict/class_counts.csv``, the images per label).
+Unreadable files are skipped with the fault's reason (``truncated_image``, ``not_an_image``, ...);
+the folder is read only inside itself (:mod:`lifecycle.core.folders`): a link that leads out of
+it is refused, never opened.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pandas as pd
 
 from lifecycle.core import paths
 from lifecycle.core.errors import UserError
+from lifecycle.core.folders import OUTSIDE_FOLDER, Found, Skip, SkipTable, locate, walk
 from lifecycle.core.images import ImageDecodeError
 from lifecycle.core.parallel import ordered_map
 from lifecycle.core.progress import progress
@@ -28,7 +30,7 @@ from lifecycle.inference import Predictor
 @dataclasses.dataclass
 class FolderPrediction:
     predictions: pd.DataFrame   # path, prediction, label, probability_<class>...
-    skipped: pd.DataFrame       # path, reason
+    skipped: pd.DataFrame       # path, reason, detail
     report: dict[str, Any]      # counts: files, predicted, skipped, and images per label
 
 
@@ -43,50 +45,22 @@ def resolve_folder(text: str, key: str = "predict.input") -> Path:
     return folder
 
 
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
+def list_images(root: Path, only: Sequence[str] | None = None) -> tuple[list[Found], list[Skip]]:
+    """The files to classify under ``root``, and the refused ones, by :mod:`lifecycle.core.folders`' one rule.
 
-
-def list_images(root: Path, only: Sequence[str] | None = None) -> tuple[list[tuple[str, Path]], list[tuple[str, str]]]:
-    """Files to classify under ``root`` as (relative posix path, real path), and refused ones as (path, reason).
-
-    Every file is resolved (symlinks followed) and must land inside ``root``; symlinked
-    folders are not followed. ``only`` restricts the run to paths relative to ``root``; one
-    that points outside ``root`` (``..``, absolute, or through a symlink) is a UserError.
+    A file whose real path leaves ``root`` is refused, never opened; links to folders are not
+    followed. ``only`` restricts the run to paths relative to ``root``; one that points outside
+    ``root`` (``..``, absolute, or through a link) is a UserError.
     """
-    real_root = root.resolve()
-    accepted: list[tuple[str, Path]] = []
-    refused: list[tuple[str, str]] = []
-    if only:
-        for name in only:
-            target = (root / name).resolve()
-            if Path(name).is_absolute() or not _inside(target, real_root):
-                raise UserError(f"refusing '{name}': it is outside the input folder '{paths.relative(root)}'.")
-            tidy = Path(os.path.normpath(name)).as_posix()
-            if not target.is_file():
-                refused.append((tidy, "does not exist or is not a file"))
-            else:
-                accepted.append((tidy, target))
-        return sorted(accepted), sorted(refused)
-    for directory, folders, files in os.walk(root, followlinks=False):
-        here = Path(directory)
-        for folder in list(folders):
-            if (here / folder).is_symlink():
-                relative_name = (here / folder).relative_to(root).as_posix()
-                escapes = not _inside((here / folder).resolve(), real_root)
-                refused.append((relative_name, "refused: symlink to a folder outside the input folder" if escapes
-                                else "symlinked folder not followed"))
-        folders[:] = sorted(f for f in folders if not (here / f).is_symlink())
-        for name in sorted(files):
-            path = here / name
-            relative_name = path.relative_to(root).as_posix()
-            target = path.resolve()
-            if not _inside(target, real_root):
-                refused.append((relative_name, "refused: symlink to a file outside the input folder"))
-            elif not target.is_file():
-                refused.append((relative_name, "not a regular file"))
-            else:
-                accepted.append((relative_name, target))
+    if not only:
+        return walk(root)
+    accepted: list[Found] = []
+    refused: list[Skip] = []
+    for name in only:
+        place = locate(root, name)
+        if Path(name).is_absolute() or (isinstance(place, Skip) and place.reason == OUTSIDE_FOLDER):
+            raise UserError(f"refusing '{name}': it is outside the input folder '{paths.relative(root)}'.")
+        (accepted if isinstance(place, Found) else refused).append(place)
     return sorted(accepted), sorted(refused)
 
 
@@ -112,7 +86,7 @@ def predict_folder(predictor: Predictor, root: Path, params: PredictParams,
                    only: Sequence[str] | None = None) -> FolderPrediction:
     """Classify every image under ``root``; unreadable and refused files go to ``skipped``."""
     files, refused = list_images(root, only)
-    skipped = list(refused)
+    skipped = SkipTable(refused)
     rows: list[dict[str, Any]] = []
     names: list[str] = []
     batch: list[np.ndarray] = []
@@ -126,20 +100,20 @@ def predict_folder(predictor: Predictor, root: Path, params: PredictParams,
         names.clear()
         batch.clear()
 
-    decoded = decode_in_chunks(predictor, [path for _, path in files], params.max_pixels)
-    for (name, _), image in progress(zip(files, decoded), desc="predict: classifying images", total=len(files)):
+    decoded = decode_in_chunks(predictor, [file.real for file in files], params.max_pixels)
+    for file, image in progress(zip(files, decoded), desc="predict: classifying images", total=len(files)):
         if isinstance(image, ImageDecodeError):
-            skipped.append((name, str(image)))
+            skipped.add(file.relative, image.reason, str(image))
             continue
         batch.append(image)
-        names.append(name)
+        names.append(file.relative)
         if len(batch) == params.batch_size:
             flush()
     if batch:
         flush()
     columns = ["path", "prediction", "label"] + [f"probability_{c}" for c in predictor.classes]
     predictions = pd.DataFrame(rows, columns=columns)
-    skipped_frame = pd.DataFrame(sorted(skipped), columns=["path", "reason"])
+    skipped_frame = skipped.table()
     counts = predictions["label"].value_counts()
     report = {
         "files": len(files) + len(refused),

@@ -11,49 +11,85 @@
 
 Every source but ``synthetic`` reads one folder, ``ingest.path``, which dvc.yaml lists as a dep
 of ``ingest``: adding, removing or changing one image reruns ingest and everything downstream.
-So an image must lie inside that folder to be used; a manifest row pointing elsewhere is
-skipped and counted (``outside_ingest_path``), never silently read from an untracked place.
+No file outside that folder is read: every path goes through :mod:`lifecycle.core.folders`,
+which refuses a link or a manifest row whose real path leaves the folder (``outside_folder``),
+never follows a link to a folder (``linked_folder``), never takes a folder named
+``dog.5.jpg`` for an image, and copies by the real path with ``O_NOFOLLOW``.
 
-Files that are plainly not images (``Thumbs.db``, ``.DS_Store``, text) are skipped and
-counted; files that look like images are kept even when damaged, because preprocessing
-is where each dropped row is accounted for.
+Every file not ingested is a row of :attr:`IngestResult.skipped` (path, reason, detail):
+plainly not an image (``Thumbs.db``, ``.DS_Store``, text, a ``.heic``), a name or folder that
+gives no label, or one of the refusals above. Files that look like images are kept even when
+damaged, because preprocessing is where each dropped row is accounted for.
 """
 from __future__ import annotations
 
 import dataclasses
-import shutil
-from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
 from lifecycle.core import paths
 from lifecycle.core.errors import UserError
+from lifecycle.core.folders import (
+    FOLDER_NAMED_LIKE_A_FILE,
+    LINKED_FOLDER,
+    MISSING_FILE,
+    NOT_A_REGULAR_FILE,
+    OUTSIDE_FOLDER,
+    Found,
+    Skip,
+    SkipTable,
+    copy_file,
+    locate,
+    relative_name,
+    walk,
+)
 from lifecycle.core.images import ImageDecodeError, read_header
 from lifecycle.core.progress import progress
 from lifecycle.core.schema import IngestParams
 from lifecycle.synthetic import generate
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# Images, but of formats the one decoding path (lifecycle.core.images) does not read.
+UNSUPPORTED_SUFFIXES = frozenset({".heic", ".heif", ".avif", ".jxl", ".jp2", ".svg", ".psd", ".ico", ".tga",
+                                  ".ppm", ".pgm", ".pbm", ".pcx", ".raw", ".dng", ".cr2", ".nef", ".arw", ".orf"})
+
+# Every reason ingest skips a file for (the per-reason plot lists each, zero included).
+SKIP_REASONS = (OUTSIDE_FOLDER, LINKED_FOLDER, FOLDER_NAMED_LIKE_A_FILE, NOT_A_REGULAR_FILE, MISSING_FILE,
+                "hidden_or_system_file", "not_an_image", "unsupported_format", "name_not_cat_or_dog",
+                "not_in_a_class_folder", "empty_path")
 
 
 @dataclasses.dataclass
 class IngestResult:
     manifest: pd.DataFrame
-    skipped: Counter = dataclasses.field(default_factory=Counter)
+    skipped: SkipTable = dataclasses.field(default_factory=SkipTable)
 
 
-def _classify_file(path: Path) -> str | None:
-    """None for a file to keep, else the reason to skip it."""
-    if path.name.startswith(".") or path.name.lower() in {"thumbs.db", "desktop.ini"}:
-        return "hidden_or_system_file"
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        return "not_an_image"
+def _classify_name(name: str) -> tuple[str, str] | None:
+    """None for a file name to keep, else (reason, detail) to skip it."""
+    suffix = Path(name).suffix.lower()
+    if name.startswith(".") or name.lower() in {"thumbs.db", "desktop.ini"}:
+        return "hidden_or_system_file", "a hidden or system file"
+    if suffix in UNSUPPORTED_SUFFIXES:
+        return "unsupported_format", f"'{suffix}' images are not decoded (supported: {', '.join(sorted(IMAGE_SUFFIXES))})"
+    if suffix not in IMAGE_SUFFIXES:
+        return "not_an_image", f"'{suffix or 'no suffix'}' is not an image suffix"
     return None
 
 
-def _files_under(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file())
+def _image_files(root: Path) -> tuple[list[Found], SkipTable]:
+    """The files under ``root`` named like images, and the table of every other entry."""
+    found, refused = walk(root, named_like_files=IMAGE_SUFFIXES | UNSUPPORTED_SUFFIXES)
+    skipped = SkipTable(refused)
+    images = []
+    for file in found:
+        verdict = _classify_name(Path(file.relative).name)
+        if verdict:
+            skipped.add(file.relative, *verdict)
+        else:
+            images.append(file)
+    return images, skipped
 
 
 def _require_folder(path: Path, key: str = "ingest.path") -> None:
@@ -65,97 +101,96 @@ def _require_folder(path: Path, key: str = "ingest.path") -> None:
         raise UserError(f"{key}: '{path}' is not a folder{hint}.")
 
 
-def _copy_into(files: list[tuple[Path, str, str]], out_dir: Path) -> pd.DataFrame:
-    """Copy (source, manifest path, label) triples under ``out_dir``; return the manifest."""
-    rows = []
-    for source, name, label in progress(files, desc="ingest: copying images", total=len(files)):
+def _copy_into(files: list[tuple[Path | None, str, str, dict]], out_dir: Path, skipped: SkipTable,
+               where: Path) -> pd.DataFrame:
+    """Copy (real source or None, manifest path, label, extra columns) under ``out_dir``; return the manifest.
+
+    A row whose source is None (a file a csv manifest names but that does not exist) is kept
+    without a file, for preprocess to count; one whose copy is refused becomes a skip.
+    """
+    rows, readable = [], False
+    for source, name, label, extras in progress(files, desc="ingest: copying images", total=len(files)):
         target = out_dir / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_file():
-            shutil.copyfile(source, target)
-        rows.append({"image_path": name, "label": label})
-    return pd.DataFrame(rows, columns=["image_path", "label"])
+        if source is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                copy_file(source, target)
+            except OSError as error:
+                skipped.add(name.removeprefix("images/"), NOT_A_REGULAR_FILE, error.strerror or str(error))
+                continue
+            readable = readable or _has_image_header(target)
+        rows.append({"image_path": name, "label": label, **extras})
+    if not readable:
+        raise UserError(f"ingest.path: '{where}' holds no readable image.")
+    return pd.DataFrame(rows, columns=["image_path", "label", *(files[0][3] if files else {})])
 
 
-def _require_some_readable(files: list[Path], where: Path) -> None:
-    for path in files:
-        try:
-            read_header(path)
-            return
-        except ImageDecodeError:
-            continue
-    raise UserError(f"ingest.path: '{where}' holds no readable image.")
+def _has_image_header(path: Path) -> bool:
+    try:
+        read_header(path)
+        return True
+    except ImageDecodeError:
+        return False
 
 
 def from_kaggle(root: Path, out_dir: Path) -> IngestResult:
     _require_folder(root)
-    skipped: Counter = Counter()
+    images, skipped = _image_files(root)
     kept = []
-    for path in _files_under(root):
-        reason = _classify_file(path)
-        label = path.name.split(".", 1)[0].strip().lower()
-        if reason is None and label not in {"cat", "dog"}:
-            reason = "name_not_cat_or_dog"
-        if reason:
-            skipped[reason] += 1
+    for file in images:
+        label = Path(file.relative).name.split(".", 1)[0].strip().lower()
+        if label not in {"cat", "dog"}:
+            skipped.add(file.relative, "name_not_cat_or_dog", f"the name starts with '{label}'")
             continue
-        kept.append((path, f"images/{path.relative_to(root).as_posix()}", label))
-    _require_some_readable([source for source, _, _ in kept], root)
-    return IngestResult(_copy_into(kept, out_dir), skipped)
+        kept.append((file.real, f"images/{file.relative}", label, {}))
+    return IngestResult(_copy_into(kept, out_dir, skipped, root), skipped)
 
 
 def from_imagefolder(root: Path, out_dir: Path) -> IngestResult:
     _require_folder(root)
-    skipped: Counter = Counter()
+    images, skipped = _image_files(root)
     kept = []
-    for path in _files_under(root):
-        relative = path.relative_to(root)
-        reason = _classify_file(path)
-        if reason is None and len(relative.parts) < 2:
-            reason = "not_in_a_class_folder"
-        if reason:
-            skipped[reason] += 1
+    for file in images:
+        parts = file.relative.split("/")
+        if len(parts) < 2:
+            skipped.add(file.relative, "not_in_a_class_folder", "an image beside the class folders, not in one")
             continue
-        kept.append((path, f"images/{relative.as_posix()}", relative.parts[0]))
-    _require_some_readable([source for source, _, _ in kept], root)
-    return IngestResult(_copy_into(kept, out_dir), skipped)
+        kept.append((file.real, f"images/{file.relative}", parts[0], {}))
+    return IngestResult(_copy_into(kept, out_dir, skipped, root), skipped)
 
 
 def from_csv(root: Path, manifest_name: str, out_dir: Path, path_column: str, label_column: str) -> IngestResult:
     _require_folder(root)
-    csv_path = root / manifest_name
-    if not csv_path.is_file():
-        raise UserError(f"ingest.manifest: '{manifest_name}' is not a file in ingest.path '{root}'.")
+    manifest = locate(root, manifest_name)
+    if isinstance(manifest, Skip):
+        raise UserError(f"ingest.manifest: '{manifest_name}' is not a file in ingest.path '{root}' ({manifest.detail}).")
     try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_values=[""])
+        table = pd.read_csv(manifest.real, dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise UserError(f"ingest.manifest: '{csv_path}' is not a readable CSV ({error}).".replace("\n", " ")) from None
+        raise UserError(f"ingest.manifest: '{manifest.real}' is not a readable CSV ({error}).".replace("\n", " ")) from None
     for key, column in (("ingest.path_column", path_column), ("ingest.label_column", label_column)):
         if column not in table.columns:
-            raise UserError(f"{key}: column '{column}' is not in '{csv_path}' (columns: {', '.join(table.columns)}).")
-    skipped: Counter = Counter()
-    base = root.resolve()
-    kept, extras = [], []
-    for record in table.to_dict("records"):
+            raise UserError(f"{key}: column '{column}' is not in '{manifest.real}' (columns: {', '.join(table.columns)}).")
+    skipped = SkipTable()
+    kept = []
+    for line, record in enumerate(table.to_dict("records"), start=2):  # line 1 is the header
         raw_path = record[path_column]
         if not isinstance(raw_path, str) or not raw_path.strip():
-            skipped["empty_path"] += 1
+            skipped.add("", "empty_path", f"line {line} of {manifest_name} names no image")
             continue
-        source = Path(raw_path.strip())
-        source = source if source.is_absolute() else root / source
-        reason = _classify_file(source)
-        try:
-            name = f"images/{source.resolve().relative_to(base).as_posix()}"
-        except ValueError:
-            reason = reason or "outside_ingest_path"
-        if reason:
-            skipped[reason] += 1
-            continue
-        kept.append((source, name, record[label_column]))
-        extras.append({k: v for k, v in record.items() if k not in (path_column, label_column)})
-    _require_some_readable([source for source, _, _ in kept if source.is_file()], csv_path)
-    manifest = _copy_into(kept, out_dir)
-    return IngestResult(pd.concat([manifest, pd.DataFrame(extras, index=manifest.index)], axis=1), skipped)
+        name = raw_path.strip()
+        extras = {k: v for k, v in record.items() if k not in (path_column, label_column)}
+        place = locate(root, name)  # where the row leads comes first: outside the folder is refused, whatever its name
+        verdict = _classify_name(Path(name).name)
+        if isinstance(place, Skip) and place.reason != MISSING_FILE:
+            skipped.extend([place])
+        elif verdict:
+            skipped.add(name, *verdict)
+        elif isinstance(place, Found):
+            kept.append((place.real, f"images/{place.relative}", record[label_column], extras))
+        else:  # kept without a file: preprocess counts it (missing_file)
+            kept.append((None, f"images/{relative_name(root, name)}", record[label_column], extras))
+    return IngestResult(_copy_into(kept, out_dir, skipped, manifest.real), skipped)
 
 
 def ingest(params: IngestParams, seed: int, out_dir: Path) -> IngestResult:
@@ -169,4 +204,3 @@ def ingest(params: IngestParams, seed: int, out_dir: Path) -> IngestResult:
     if params.source == "imagefolder":
         return from_imagefolder(source, out_dir)
     return from_csv(source, params.manifest, out_dir, params.path_column, params.label_column)
-

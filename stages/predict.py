@@ -1,11 +1,12 @@
 """Predict (batch inference): classify every image under a folder with the selected model.
 
 Unreadable files are skipped and listed with the reason; files that resolve outside the
-folder (a symlink escaping it) are refused, never opened.
+folder (a link escaping it) are refused, never opened (lifecycle/core/folders.py, the rule
+ingest follows too).
 
 in: models/best, the folder predict.input (default data/raw/images)
 out: data/predictions/predictions.csv (path, prediction, label, probability_<class>...),
-     data/predictions/skipped.csv (path, reason), metrics/predict.json (files, predicted, skipped),
+     data/predictions/skipped.csv (path, reason, detail), metrics/predict.json (files, predicted, skipped),
      plots/predict/class_counts.csv (images predicted per class)
 params: predict.*
 
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         write_json_atomic({key: value for key, value in result.report.items() if key != "labels"}, paths.PREDICT_REPORT)
 
     for row in result.skipped.head(SHOWN_SKIPS).itertuples():
-        print(f"predict: skipped {row.path}: {row.reason}", file=sys.stderr)
+        print(f"predict: skipped {row.path}: {row.reason} ({row.detail})", file=sys.stderr)
     if len(result.skipped) > SHOWN_SKIPS:
         print(f"predict: ... and {len(result.skipped) - SHOWN_SKIPS} more", file=sys.stderr)
     labels = ", ".join(f"{name} {count}" for name, count in result.report["labels"].items())

@@ -78,10 +78,17 @@ def test_preprocess_accounts_for_every_row(tmp_path):
     summary = report.as_dict()
     assert summary["rows_in"] == 10
     assert summary["rows_kept"] + summary["rows_dropped"] == 10
-    assert summary["dropped_by_reason"] == {
-        "duplicate_row": 1, "duplicate_image": 2, "missing_file": 1, "unreadable_image": 1,
-        "unknown_label": 1, "path_outside_raw": 1, "empty_path": 0,
+    assert {reason: n for reason, n in summary["dropped_by_reason"].items() if n} == {
+        "duplicate_row": 1, "duplicate_image": 2, "missing_file": 1, "corrupt_image": 1,
+        "unknown_label": 1, "path_outside_raw": 1,
     }
+    table = report.dropped.table()  # every dropped row by name; the counts are its rows
+    assert table.groupby("reason").size().to_dict() == {k: v for k, v in summary["dropped_by_reason"].items() if v}
+    assert dict(zip(table["path"], table["reason"])) == {
+        "images/a.png": "duplicate_row", "images/copy_of_a.png": "duplicate_image", "images/c.png": "duplicate_image",
+        "images/broken.png": "corrupt_image", "images/gone.png": "missing_file", "images/d.png": "unknown_label",
+        "../outside.png": "path_outside_raw"}
+    assert table.set_index("path").at["images/copy_of_a.png", "detail"] == "the same bytes as images/a.png"
     assert "Unnecessary_Column" not in clean.columns
     assert sorted(clean["image_path"]) == ["images/a.png", "images/b.png", "images/c.png"]
     # c.png appeared unlabelled and as 'kitten': the labelled row is the one kept

@@ -31,7 +31,7 @@ def test_kaggle_layout_any_extension_case(tmp_path):
     result = from_kaggle(source, tmp_path / "raw")
     assert sorted(result.manifest["label"]) == ["cat", "dog", "dog"]
     assert all((tmp_path / "raw" / p).is_file() for p in result.manifest["image_path"])
-    assert result.skipped == {"hidden_or_system_file": 2, "not_an_image": 1, "name_not_cat_or_dog": 1}
+    assert result.skipped.counts() == {"hidden_or_system_file": 2, "not_an_image": 1, "name_not_cat_or_dog": 1}
 
 
 def test_imagefolder_layout(tmp_path):
@@ -43,7 +43,7 @@ def test_imagefolder_layout(tmp_path):
     result = from_imagefolder(source, tmp_path / "raw")
     assert dict(zip(result.manifest["image_path"], result.manifest["label"])) == {
         "images/cat/a.png": "cat", "images/dog/b.png": "dog"}
-    assert result.skipped["not_in_a_class_folder"] == 1 and sum(result.skipped.values()) == 4
+    assert result.skipped.counts()["not_in_a_class_folder"] == 1 and len(result.skipped) == 4
 
 
 def test_csv_manifest_keeps_missing_files_for_preprocess_to_count(tmp_path):
@@ -62,7 +62,7 @@ def test_csv_manifest_keeps_missing_files_for_preprocess_to_count(tmp_path):
     assert result.manifest["image_path"].tolist() == ["images/pics/one.png", "images/pics/two.png",
                                                       "images/pics/missing.png"]
     # outside the folder DVC tracks: skipped and counted, never read from an untracked place
-    assert result.skipped == {"not_an_image": 1, "outside_ingest_path": 2}
+    assert result.skipped.counts() == {"not_an_image": 1, "outside_folder": 2}
     assert "extra" in result.manifest.columns
     with pytest.raises(UserError, match="ingest.label_column: column 'label'"):
         from_csv(folder, "list.csv", tmp_path / "raw2", "file", "label")

@@ -68,14 +68,11 @@ def folder(tmp_path) -> Path:
 
 def test_list_images_refuses_what_resolves_outside_the_folder(folder):
     accepted, refused = list_images(folder)
-    assert [name for name, _ in accepted] == [
+    assert [file.relative for file in accepted] == [
         "alias.png", "cut.png", "empty.jpg", "nested/deeper/pet3.jpg", "notes.txt", "page.html",
         "pet0.png", "pet1.png", "pet2.png"]
-    assert dict(refused) == {
-        "escape.png": "refused: symlink to a file outside the input folder",
-        "linked_folder": "refused: symlink to a folder outside the input folder",
-    }
-    assert all(folder.resolve() in path.parents for _, path in accepted)
+    assert {skip.path: skip.reason for skip in refused} == {"escape.png": "outside_folder", "linked_folder": "outside_folder"}
+    assert all(folder.resolve() in file.real.parents for file in accepted)
 
 
 @pytest.mark.parametrize("name", ["../secret/private.png", "nested/../../secret/private.png", "escape.png"])
@@ -91,8 +88,8 @@ def test_an_absolute_path_is_refused(folder, tmp_path):
 
 def test_explicit_paths_inside_are_classified(folder):
     accepted, refused = list_images(folder, ["pet1.png", "nested/../pet2.png", "missing.png"])
-    assert [name for name, _ in accepted] == ["pet1.png", "pet2.png"]
-    assert refused == [("missing.png", "does not exist or is not a file")]
+    assert [file.relative for file in accepted] == ["pet1.png", "pet2.png"]
+    assert [(skip.path, skip.reason) for skip in refused] == [("missing.png", "missing_file")]
 
 
 def test_predict_folder_classifies_readable_images_and_reports_the_rest(folder, model_dir):
@@ -110,8 +107,10 @@ def test_predict_folder_classifies_readable_images_and_reports_the_rest(folder, 
 
     reasons = dict(zip(result.skipped["path"], result.skipped["reason"]))
     assert set(reasons) == {"cut.png", "empty.jpg", "notes.txt", "page.html", "escape.png", "linked_folder"}
-    assert "truncated" in reasons["cut.png"] and "not a recognised image format" in reasons["notes.txt"]
-    assert reasons["escape.png"].startswith("refused")
+    assert reasons == {"cut.png": "truncated_image", "empty.jpg": "empty_file", "notes.txt": "not_an_image",
+                       "page.html": "not_an_image", "escape.png": "outside_folder", "linked_folder": "outside_folder"}
+    details = dict(zip(result.skipped["path"], result.skipped["detail"]))
+    assert "truncated" in details["cut.png"] and "not a recognised image format" in details["notes.txt"]
     assert result.report == {"files": 11, "predicted": 5, "skipped": 6,
                              "labels": {"cat": int((frame["label"] == "cat").sum()),
                                         "dog": int((frame["label"] == "dog").sum())}}
@@ -159,7 +158,8 @@ def test_the_predict_stage_sets_passive_openmp_waiting_before_torch_loads():
 def test_images_over_the_pixel_cap_are_skipped(folder, model_dir):
     result = predict_folder(load_predictor(model_dir), folder, PredictParams(input=str(folder), max_pixels=100))
     assert result.predictions.empty
-    over = result.skipped.loc[result.skipped["reason"].str.contains("over the limit of 100"), "path"]
+    over = result.skipped.loc[result.skipped["detail"].str.contains("over the limit of 100"), "path"]
+    assert set(result.skipped.loc[result.skipped["reason"] == "over_pixel_limit", "path"]) == set(over)
     assert set(over) == {"alias.png", "cut.png", "nested/deeper/pet3.jpg", "pet0.png", "pet1.png", "pet2.png"}
 
 
@@ -190,7 +190,7 @@ def test_the_command_writes_deterministic_csvs(folder, model_dir, tmp_path):
         outputs.append([(tmp_path / run / name).read_bytes() for name in ("predictions.csv", "skipped.csv")])
     assert outputs[0] == outputs[1]
     assert "5 images classified" in result.stdout and "6 skipped" in result.stdout
-    assert "predict: skipped escape.png: refused" in result.stderr
+    assert "predict: skipped escape.png: outside_folder (a link that leads outside the folder" in result.stderr
     frame = pd.read_csv(tmp_path / "first" / "predictions.csv")
     assert len(frame) == 5 and set(frame["label"]) <= {"cat", "dog"}
 

@@ -16,6 +16,11 @@ smaller than that (every image of the embedded default data) are decoded exactly
 preprocess checks that an image decodes with :func:`check_image`, at the smallest scale:
 the whole compressed stream is still read, so truncated and corrupt files fail as they
 would at full size.
+
+A refusal is an :class:`ImageDecodeError` whose subclass, and ``reason``, names the fault:
+an empty file, not an image, an unsupported format (an image Pillow knows but outside
+:data:`SUPPORTED_FORMATS`), truncated or corrupt data, or over the pixel limit. preprocess
+counts its dropped rows under those reasons, and predict its skipped files.
 """
 from __future__ import annotations
 
@@ -38,12 +43,56 @@ DRAFT_MARGIN = 2
 DEFAULT_MAX_PIXELS = 64_000_000
 
 
+# What Pillow may decode here: the formats of the file names ingest accepts (``.jpg`` ...
+# ``.tiff``). MPO is the multi-picture JPEG many phones write. A file Pillow identifies as
+# anything else (an icon, a Photoshop file, a PPM named ``.jpg``) is an unsupported format.
+SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "DIB", "GIF", "WEBP", "TIFF"})
+
+
 class ImageDecodeError(ValueError):
-    """The bytes are not an image this pipeline can use; the message says why."""
+    """The bytes are not an image this pipeline can use; the message says why.
+
+    ``reason`` names the fault in one word, the same one preprocess counts its dropped rows
+    under; each subclass is one fault.
+    """
+
+    reason = "unreadable_image"
+
+
+class EmptyImageError(ImageDecodeError):
+    """The file has no bytes at all."""
+
+    reason = "empty_file"
+
+
+class NotAnImageError(ImageDecodeError):
+    """No image format recognises the bytes (text, random bytes, an SVG)."""
+
+    reason = "not_an_image"
+
+
+class UnsupportedFormatError(ImageDecodeError):
+    """An image, but of a format outside :data:`SUPPORTED_FORMATS`."""
+
+    reason = "unsupported_format"
+
+
+class TruncatedImageError(ImageDecodeError):
+    """The header is fine but the image data ends early."""
+
+    reason = "truncated_image"
+
+
+class CorruptImageError(ImageDecodeError):
+    """The header is fine but the image data does not decode."""
+
+    reason = "corrupt_image"
 
 
 class ImageTooLargeError(ImageDecodeError):
     """The header declares more pixels than allowed; refused before any pixel is decoded."""
+
+    reason = "over_pixel_limit"
 
 
 def read_header(source: bytes | Path) -> tuple[int, int, str, str]:
@@ -73,7 +122,9 @@ def decode_image(source: bytes | Path, max_pixels: int = DEFAULT_MAX_PIXELS,
             image = ImageOps.exif_transpose(image)
             return to_rgb(image)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-            raise ImageDecodeError(f"image data is truncated or corrupt ({error})") from None
+            if "truncated" in str(error).lower():
+                raise TruncatedImageError(f"image data is truncated: the file ends early ({error})") from None
+            raise CorruptImageError(f"image data is corrupt ({error})") from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -118,15 +169,53 @@ def check_image(source: bytes | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> t
 def _open(source: bytes | Path) -> Image.Image:
     stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else Path(source)
     if isinstance(stream, io.BytesIO) and not source:
-        raise ImageDecodeError("the file is empty")
+        raise EmptyImageError("the file is empty")
     try:
         with warnings.catch_warnings():
             # We enforce our own pixel cap before decoding; Pillow's warning adds nothing.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(stream)
+            image = Image.open(stream)
     except Image.DecompressionBombError as error:
         raise ImageTooLargeError(f"image is too large to decode safely ({error})") from None
     except FileNotFoundError:
         raise ImageDecodeError("the file does not exist") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise ImageDecodeError(f"not a recognised image format ({type(error).__name__})") from None
+        if isinstance(stream, Path) and _is_empty(stream):
+            raise EmptyImageError("the file is empty") from None
+        kind = _signature(stream)
+        if kind:
+            raise CorruptImageError(f"starts like a {kind} file, but its header is cut short or corrupt") from None
+        raise NotAnImageError(f"not a recognised image format ({type(error).__name__})") from None
+    if image.format not in SUPPORTED_FORMATS:
+        image.close()
+        raise UnsupportedFormatError(
+            f"a {image.format} image, not one of the supported formats ({', '.join(sorted(SUPPORTED_FORMATS))})"
+        )
+    return image
+
+
+# The first bytes of each supported format: a file that starts like one but does not open is a
+# damaged image, not a file of some other kind.
+_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+               (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))  # not BMP's two letters "BM": text starts so too
+
+
+def _signature(stream: io.BytesIO | Path) -> str | None:
+    try:
+        if isinstance(stream, Path):
+            with open(stream, "rb") as file:
+                head = file.read(12)
+        else:
+            head = stream.getvalue()[:12]
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
+
+
+def _is_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False

@@ -36,6 +36,10 @@ MODELS = ROOT / "models"
 METRICS = ROOT / "metrics"
 PLOTS = ROOT / "plots"
 REPORTS = ROOT / "reports"
+# Every file or row a data stage did not keep, by name: path, reason, detail (the metrics
+# files hold their totals, plots/<stage>/ the counts per reason).
+INGEST_SKIPPED = REPORTS / "ingest_skipped.csv"
+PREPROCESS_DROPPED = REPORTS / "preprocess_dropped.csv"
 
 
 def relative(path: Path) -> str:
