@@ -22,7 +22,8 @@ not survive a fork) and a master that can still only load what is on disk. So:
   service that never loaded a model), it starts anyway and answers 503 until a good one
   appears (the watcher, or HUP).
 - The folder is the service's own: created fresh by the master (mode 0700), so a new
-  service never serves a model some earlier run left behind; the master removes it on exit.
+  service never serves a model some earlier run left behind; the master removes it on exit
+  (a master killed with SIGKILL leaves it behind in the temporary folder).
 
 Published copies are never changed; the two newest (and the one the pointer names) are kept,
 older ones are removed. MLflow models (registry versions, ``runs:/``) are not copied here:
