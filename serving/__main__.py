@@ -31,11 +31,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = create_app({"SERVE_MODEL": args.model} if args.model else None)
-    served = app.extensions["served_model"].current
-    identity = served.predictor.identity
-    print(f"serving {identity.source} ({identity.name} {identity.version}; {served.choice.reason}) on "
-          f"http://{args.host}:{args.port}/ (development server; production: gunicorn -c serving/gunicorn.conf.py)",
-          file=sys.stderr)
+    state = app.extensions["served_model"].state
+    if state.served is None:
+        what = f"no model yet ({state.failure.rstrip('.')}): /predict answers 503 until one loads"
+    else:
+        identity = state.served.predictor.identity
+        what = f"serving {identity.source} ({identity.name} {identity.version}; {state.served.choice.reason})"
+    print(f"{what}; on http://{args.host}:{args.port}/ (development server; production: gunicorn -c "
+          f"serving/gunicorn.conf.py)", file=sys.stderr)
     app.run(host=args.host, port=args.port, debug=False, use_reloader=False, threaded=True)
 
 

@@ -5,7 +5,11 @@ and HTTP requests.  out: JSON answers and a small upload page.
 
     POST /predict   multipart field ``image`` (repeat it for a batch) -> JSON
     GET  /          the upload page (static/index.html, no external resources)
-    GET  /health    liveness, and which model is served, from where and why
+    GET  /health/live   200 while the process runs (liveness)
+    GET  /health/ready  200 when a model is served ("ok", or "degraded" with the problem when the
+                    chosen model did not load and the last good one answers), 503 when none is
+                    (readiness); which model is served, from where and why
+    GET  /health    the same answer as /health/ready (the URL clients already use)
     GET  /metadata  model identity, classes, image size, normalisation, metrics, limits
 
 Every answer names the model that produced it: in the JSON of /predict, /health and
@@ -14,6 +18,9 @@ Which model, and the hot reload of a newly promoted one: :mod:`serving.model_sou
 
 Production: ``gunicorn -c serving/gunicorn.conf.py`` (threads, read and request timeouts:
 see that file). Development: ``python -m serving`` (127.0.0.1:5000, never debug mode).
+
+A model that does not load never stops the service (:mod:`serving.model_source`): /predict and
+/metadata answer 503 with a JSON ``error`` while no model is loaded, and readiness says why.
 
 Bad input is the client's mistake and always gets a 4xx with a JSON ``error`` sentence that
 says what was wrong: 400 for a request without a usable ``image`` field or with too many
@@ -37,7 +44,8 @@ from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntity
 from lifecycle.core.errors import UserError
 from lifecycle.core.images import ImageDecodeError, ImageTooLargeError
 from lifecycle.inference import Predictor
-from serving.model_source import ServedModel
+from serving.last_good import LastGood
+from serving.model_source import ServedModel, State
 
 STATIC = Path(__file__).with_name("static")
 
@@ -91,7 +99,7 @@ def create_app(config: dict[str, Any] | None = None, predictor: Predictor | None
     settings = load_settings(config)
     if settings["SERVE_TORCH_THREADS"]:
         torch.set_num_threads(settings["SERVE_TORCH_THREADS"])
-    served = ServedModel(settings["SERVE_MODEL"] or None, predictor)
+    served = ServedModel(settings["SERVE_MODEL"] or None, predictor, last_good=LastGood.from_environment())
 
     app = Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
     app.config.update({k: v for k, v in (config or {}).items() if k not in settings})
@@ -110,17 +118,47 @@ def _short_identity(predictor: Predictor) -> dict[str, str]:
     return {"name": predictor.identity.name, "version": predictor.identity.version}
 
 
+def readiness(state: State) -> tuple[dict[str, Any], int]:
+    """The body and status of /health/ready (and /health): ok, degraded (200) or unavailable (503)."""
+    served = state.served
+    if served is None:
+        why = (state.failure or "no model has loaded yet.").rstrip(".")
+        return {"status": "unavailable", "model": None,
+                "problem": f"{why}; no model is loaded, so this worker answers 503 until a loadable one appears."}, 503
+    identity = served.predictor.identity
+    body: dict[str, Any] = {"status": "ok", "model": {**_short_identity(served.predictor), "source": identity.source},
+                            "source_reason": served.choice.reason}
+    if state.failure is not None:
+        body["status"] = "degraded"
+        body["problem"] = (f"{state.failure.rstrip('.')}; serving the last model that loaded instead "
+                           f"({identity.name} version {identity.version}).")
+    return body, 200
+
+
+class NoModel(Exception):
+    """No model is loaded: /predict and /metadata answer 503 with the reason."""
+
+
 def _register_routes(app: Flask, served: ServedModel) -> None:
     @app.before_request
     def pin_model():
         # One model per request, even if a reload swaps it meanwhile: the answer names the one that computed it.
-        g.served = served.current
+        g.state = served.state
+        g.served = g.state.served
+
+    def model() -> Predictor:
+        if g.served is None:
+            raise NoModel(readiness(g.state)[0]["problem"])
+        return g.served.predictor
 
     @app.after_request
     def model_and_security_headers(response):
-        predictor = g.served.predictor if "served" in g else served.current.predictor
-        response.headers["X-Model-Name"] = predictor.identity.name
-        response.headers["X-Model-Version"] = predictor.identity.version
+        current = g.served if "served" in g else served.current
+        if current is not None:
+            response.headers["X-Model-Name"] = current.predictor.identity.name
+            response.headers["X-Model-Version"] = current.predictor.identity.version
+        elif response.status_code == 503 and app.config["SERVE_RELOAD_SECONDS"]:
+            response.headers["Retry-After"] = str(app.config["SERVE_RELOAD_SECONDS"])
         # The page loads nothing from elsewhere; previews are blob: URLs of the user's own file.
         response.headers.setdefault(
             "Content-Security-Policy",
@@ -134,14 +172,18 @@ def _register_routes(app: Flask, served: ServedModel) -> None:
         return send_from_directory(STATIC, "index.html")
 
     @app.get("/health")
+    @app.get("/health/ready")
     def health():
-        predictor = g.served.predictor
-        return jsonify({"status": "ok", "model": {**_short_identity(predictor), "source": predictor.identity.source},
-                        "source_reason": g.served.choice.reason})
+        body, status = readiness(g.state)
+        return jsonify(body), status
+
+    @app.get("/health/live")
+    def live():
+        return jsonify({"status": "alive"})
 
     @app.get("/metadata")
     def metadata():
-        predictor = g.served.predictor
+        predictor = model()
         spec = predictor.spec
         info = spec.info or {}
         return jsonify({
@@ -163,7 +205,7 @@ def _register_routes(app: Flask, served: ServedModel) -> None:
 
     @app.post("/predict")
     def predict():
-        predictor = g.served.predictor
+        predictor = model()
         uploads = _uploads(app.config["SERVE_MAX_IMAGES"])
         images = [_decode(predictor, data, name, len(uploads), app.config["SERVE_MAX_PIXELS"])
                   for name, data in uploads]
@@ -216,6 +258,10 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(BadRequest)
     def bad_request(error: BadRequest):
         return jsonify({"error": error.message}), error.status
+
+    @app.errorhandler(NoModel)
+    def no_model(error: NoModel):
+        return jsonify({"error": str(error)}), 503
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(error: RequestEntityTooLarge):

@@ -8,6 +8,7 @@ One command from any folder; environment variables adjust it (defaults in bracke
     SERVE_READ_TIMEOUT     seconds a request may send nothing before it gets a 408 or is closed [10]
     SERVE_REQUEST_TIMEOUT  seconds to receive a whole request, headers and body [30]
     SERVE_PIDFILE          write the master's process id here, for ``kill -HUP`` [none]
+    SERVE_STATE_DIR        where the master keeps its private copy of the last model that loaded [system temp]
     SERVE_MODEL, SERVE_MAX_*, SERVE_TORCH_THREADS, SERVE_RELOAD_SECONDS: the app's, see serving/app.py
 
 Why these: threaded workers (:mod:`serving.worker`) keep answering while slow clients are
@@ -17,9 +18,15 @@ a worker because a client stalls (the sync worker did, and that client got an HT
 ``kill -HUP <master pid>`` starts fresh workers (new code, the model chosen now) and
 retires the old ones after their requests; a promoted model is picked up without it
 (SERVE_RELOAD_SECONDS).
+
+A model that fails to load never stops the service: the master creates a private folder at
+start (``on_starting``) where workers keep the last model that loaded, and a new worker (after
+HUP, a crash, an OOM kill) falls back to it when the model on disk does not load; with none,
+it starts anyway and answers 503 (serving/last_good.py). The master removes it on exit.
 """
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]  # the repository root: models/best a
 if str(ROOT) not in sys.path:  # gunicorn reads this file before it changes to ``chdir``
     sys.path.insert(0, str(ROOT))
 
+from serving import last_good  # noqa: E402
 from serving.worker import READ_TIMEOUT, REQUEST_TIMEOUT, timeout_setting  # noqa: E402
 
 
@@ -63,3 +71,14 @@ def post_fork(server, worker):
     serving_log.handlers = list(server.log.error_log.handlers)
     serving_log.setLevel(logging.INFO)
     serving_log.propagate = False
+
+
+def on_starting(server):
+    """Once per master (not on HUP): a fresh private folder for the last model that loaded, named to the workers."""
+    os.environ[last_good.VARIABLE] = str(last_good.create_private_folder())
+
+
+def on_exit(server):
+    folder = os.environ.pop(last_good.VARIABLE, "")
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)

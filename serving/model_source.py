@@ -14,21 +14,31 @@ was promoted (``models/best`` replaced, the alias moved, or the champion appeare
 beside the one in use and swaps one reference: requests in flight finish on the model they
 started with, later ones get the new model, none is dropped. A background thread per worker
 calls it every ``SERVE_RELOAD_SECONDS``.
+
+A model that does not load never stops a worker: at start, a worker falls back to the last
+model that loaded in this service (:mod:`serving.last_good`), else serves none (503) until a
+good one appears; in a reload it keeps the one it serves. :attr:`ServedModel.state` says
+which, and why the chosen model is not served (one sentence naming the file): what
+``/health`` reports (serving/app.py).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
+import shutil
 import threading
 import weakref
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from lifecycle.core import paths
 from lifecycle.core.errors import UserError
-from lifecycle.inference import Predictor, is_mlflow_source, load_predictor
-from lifecycle.models import SIDECAR_FILE, WEIGHTS_FILE
+from lifecycle.inference import ModelIdentity, Predictor, is_mlflow_source, load_predictor
+from lifecycle.models import SIDECAR_FILE, WEIGHTS_FILE, ModelSpec
+from serving.last_good import LastGood
 
 REGISTERED_MODEL = "cats-vs-dogs"  # the registry name the MLflow mirror registers the selected model under
 CHAMPION_ALIAS = "champion"        # moved only by the promotion command, never by a pipeline run
@@ -150,73 +160,96 @@ def _choose_requested(requested: str, registry: Registry | None) -> ModelChoice:
 
 
 class ServedModel:
-    """The model one worker serves; :meth:`refresh` swaps in a newly promoted one without a pause."""
+    """The model one worker serves; :meth:`refresh` swaps in a newly promoted one without a pause.
+
+    :attr:`state` is the served model (or None) and why the model chosen now is not the one
+    served (or None), swapped as one reference.
+    """
 
     def __init__(self, requested: str | None, predictor: Predictor | None = None,
                  load: Callable[[str], Predictor] = load_predictor, registry: Registry | None | object = FROM_STORE,
-                 best: Path | None = None) -> None:
+                 best: Path | None = None, last_good: LastGood | None = None) -> None:
         """``requested``: SERVE_MODEL (empty: the default). ``predictor``: serve this one, never reload.
         ``load``, ``registry`` and ``best`` replace the loader, the tracking store's registry and
-        models/best (tests)."""
+        models/best (tests); ``last_good``: the service's copy of the last model that loaded
+        (:mod:`serving.last_good`; None: this process only)."""
         self.requested = requested or None
         self.best = best
         self._load = load
+        self.last_good = last_good
         self._failed_key: tuple | None = None
+        self._given = predictor is not None
         if predictor is not None:  # given by the caller (tests, embedding): served as is, never reloaded
             identity = predictor.identity
             choice = ModelChoice(identity.source, identity.source, "given to create_app.", ("fixed", id(predictor)))
             self.registry = None
-            self.current = Served(choice, predictor)
+            self.state = State(Served(choice, predictor), None)
             return
         if registry is FROM_STORE:
             store = tracking_store()
             registry = Registry(store) if store else None
         self.registry = registry
-        try:
-            choice = choose_model(self.requested, self.registry, self.best)
-        except RegistryUnavailable as error:
-            raise UserError(f"cannot read the model registry ({error}); set SERVE_MODEL=models/best to serve the "
-                            f"selected model folder without it, or fix MLFLOW_TRACKING_URI.") from None
-        self.current = Served(choice, self._loaded(choice))
-        log.info("serving %s (%s version %s): %s", choice.shown, self.current.predictor.identity.name,
-                 self.current.predictor.identity.version, choice.reason)
+        self.state = State(None, None)
+        choice = self._choose()
+        if choice is not None and self._swap_in(choice):
+            served = self.current
+            log.info("serving %s (%s version %s): %s", choice.shown, served.predictor.identity.name,
+                     served.predictor.identity.version, choice.reason)
+            return
+        fallback = self._from_last_good()
+        self.state = State(fallback, self.state.failure)
+        if fallback is None:
+            log.error("no model to serve yet, answering 503 until one loads: %s", self.state.failure)
+        else:
+            log.warning("serving the last model that loaded, %s (%s version %s): %s", fallback.choice.shown,
+                        fallback.predictor.identity.name, fallback.predictor.identity.version, self.state.failure)
+
+    @property
+    def current(self) -> Served | None:
+        """The model answering now; None while no model has loaded."""
+        return self.state.served
 
     @property
     def reloads(self) -> bool:
-        return self.current.choice.key[0] != "fixed"
+        if self._given:
+            return False
+        current = self.current
+        return current is None or self.state.failure is not None or current.choice.key[0] != "fixed"
 
     def refresh(self) -> bool:
         """Load and swap in the model now chosen if it differs from the one served; True if it swapped.
 
         A registry that cannot be read, or a new model that fails to load, leaves the served
-        model in place (logged once per failing model), so a hiccup never takes the service down
-        nor swaps in the fallback folder.
+        model in place (logged once per failing model, and said by :attr:`state`), so a hiccup
+        never takes the service down nor swaps in the fallback folder.
         """
         if not self.reloads:
             return False
-        try:
-            choice = choose_model(self.requested, self.registry, self.best)
-        except (RegistryUnavailable, UserError) as error:
-            log.warning("kept %s: %s", self.current.choice.shown, error)
+        kept = self.current.choice.shown if self.current else "no model"
+        choice = self._choose()
+        if choice is None:
+            log.warning("kept %s: %s", kept, self.state.failure)
             return False
-        if choice.key == self.current.choice.key or choice.key == self._failed_key:
+        if self.current is not None and choice.key == self.current.choice.key:
+            if self.state.failure is not None:  # the files that loaded are back (or the registry answers again)
+                self.state = State(self.current, None)
+                self._failed_key = None
             return False
-        try:
-            predictor = self._loaded(choice)
-        except Exception as error:  # a half-copied folder, a deleted version: keep answering with the old one
-            self._failed_key = choice.key
-            log.warning("kept %s: the newly promoted %s did not load: %s", self.current.choice.shown, choice.shown,
-                        str(error).splitlines()[0] if str(error) else type(error).__name__)
+        if choice.key == self._failed_key:
             return False
-        old = self.current.predictor.identity
-        self.current = Served(choice, predictor)
-        log.info("reloaded: now serving %s (%s version %s, was %s version %s): %s", choice.shown,
-                 predictor.identity.name, predictor.identity.version, old.name, old.version, choice.reason)
+        old = self.current.predictor.identity if self.current else None
+        if not self._swap_in(choice):
+            log.warning("kept %s: the newly promoted %s did not load: %s", kept, choice.shown, self.state.failure)
+            return False
+        predictor = self.current.predictor
+        was = f"{old.name} version {old.version}" if old else "no model"
+        log.info("reloaded: now serving %s (%s version %s, was %s): %s", choice.shown,
+                 predictor.identity.name, predictor.identity.version, was, choice.reason)
         return True
 
     def watch(self, every: float) -> threading.Thread | None:
         """Call :meth:`refresh` every ``every`` seconds in a daemon thread, until this object is gone."""
-        if every <= 0 or not self.reloads:
+        if every <= 0 or self._given:
             return None
         stop = threading.Event()
         served = weakref.ref(self, lambda _: stop.set())
@@ -236,7 +269,119 @@ class ServedModel:
         thread.start()
         return thread
 
+    def _choose(self) -> ModelChoice | None:
+        """The model chosen now; None (and the reason in :attr:`state`) when it cannot be told."""
+        try:
+            return choose_model(self.requested, self.registry, self.best)
+        except RegistryUnavailable as error:
+            failure = (f"cannot read the model registry ({error}); set SERVE_MODEL=models/best to serve the "
+                       f"selected model folder without it, or fix MLFLOW_TRACKING_URI.")
+        except UserError as error:
+            failure = str(error)
+        self.state = State(self.current, failure)
+        return None
+
+    def _swap_in(self, choice: ModelChoice) -> bool:
+        """Load ``choice`` and serve it (True); or keep the served model and record why it did not load."""
+        try:
+            predictor = self._loaded(choice)
+        except Exception as error:  # a half-copied folder, a deleted version: keep answering with the old one
+            self._failed_key = choice.key
+            self.state = State(self.current, load_failure(choice, error))
+            return False
+        self._failed_key = None
+        self.state = State(Served(choice, predictor), None)
+        return True
+
     def _loaded(self, choice: ModelChoice) -> Predictor:
-        predictor = self._load(choice.load)
-        return Predictor(predictor.model, predictor.spec,
-                         dataclasses.replace(predictor.identity, source=choice.shown), predictor.device)
+        folder = model_folder(choice)
+        if folder is None or not all((folder / name).is_file() for name in (WEIGHTS_FILE, SIDECAR_FILE)):
+            predictor = self._load(choice.load)  # an MLflow model, or a folder that says what it lacks
+            return _shown_as(predictor, choice)
+        staged = None
+        if self.last_good is not None:
+            try:
+                staged = self.last_good.stage(folder)
+            except FileNotFoundError:
+                raise UserError(f"{choice.shown}: {WEIGHTS_FILE} or {SIDECAR_FILE} disappeared while being "
+                                f"read.") from None
+            except OSError as error:  # no room for the copy: serve the model anyway, without a fallback copy
+                log.warning("could not keep a copy of %s in %s: %s", choice.shown, self.last_good.folder, error)
+        try:
+            predictor = _shown_as(_load_folder(self._load, staged or folder, choice.shown), choice)
+            if staged is not None:
+                identity = predictor.identity.to_dict()
+                self.last_good.publish(staged, {"choice": dataclasses.asdict(choice), "identity": identity})
+                staged = None
+            return predictor
+        finally:
+            if staged is not None:
+                shutil.rmtree(staged, ignore_errors=True)
+
+    def _from_last_good(self) -> Served | None:
+        """The last model that loaded in this service (any worker), loaded from the service's copy; else None."""
+        found = self.last_good.read() if self.last_good is not None else None
+        if found is None:
+            return None
+        folder, record = found
+        try:
+            choice = ModelChoice(**{**record["choice"], "key": _as_tuple(record["choice"]["key"])})
+            predictor = self._load(str(folder))
+            identity = ModelIdentity(**record["identity"])
+        except Exception as error:  # a copy removed meanwhile, or a record from another version of this code
+            log.warning("could not load the last good model from %s: %s", folder, _first_line(error))
+            return None
+        return Served(choice, Predictor(predictor.model, predictor.spec, identity, predictor.device))
+
+
+@dataclasses.dataclass(frozen=True)
+class State:
+    """What one worker serves (None: no model yet) and, when the model chosen now did not load, why."""
+
+    served: Served | None
+    failure: str | None   # one sentence naming the model's file or source; None when the chosen model is served
+
+
+def model_folder(choice: ModelChoice) -> Path | None:
+    """The model folder a choice loads from; None for an MLflow model."""
+    return Path(choice.load) if choice.key[0] == "folder" else None
+
+
+def load_failure(choice: ModelChoice, error: Exception) -> str:
+    """One sentence: which model (file) did not load, and the loader's first line of why."""
+    if isinstance(error, UserError):
+        return str(error)
+    return f"{choice.shown} could not be loaded: {_first_line(error)}."
+
+
+def _load_folder(load: Callable[[str], Predictor], folder: Path, shown: str) -> Predictor:
+    """Load a model folder, naming the file at fault: the sidecar is checked first, then the weights."""
+    try:
+        ModelSpec.from_dict(json.loads((folder / SIDECAR_FILE).read_text()))
+    except Exception as error:
+        raise UserError(f"{shown}/{SIDECAR_FILE} is not a readable model sidecar: {_first_line(error)}.") from None
+    try:
+        return load(str(folder))
+    except UserError:
+        raise
+    except Exception as error:
+        raise UserError(f"{shown}/{WEIGHTS_FILE} could not be loaded: {_first_line(error)}.") from None
+
+
+def _shown_as(predictor: Predictor, choice: ModelChoice) -> Predictor:
+    return Predictor(predictor.model, predictor.spec, dataclasses.replace(predictor.identity, source=choice.shown),
+                     predictor.device)
+
+
+def _first_line(error: BaseException) -> str:
+    """The error's first sentence (torch's explain at length, and suggest weights_only=False: not that)."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    first = text.splitlines()[0].split(". ")[0].rstrip(".")
+    return first if len(first) <= 300 else first[:297] + "..."
+
+
+def _as_tuple(value: Any) -> Any:
+    """A key read back from JSON: lists to tuples, as folder_key and choose_model make them."""
+    return tuple(_as_tuple(item) for item in value) if isinstance(value, list) else value

@@ -357,9 +357,16 @@ def test_a_bad_limit_is_a_user_error_naming_the_variable(model_dir, monkeypatch,
         create_app({"SERVE_MODEL": str(model_dir)})
 
 
-def test_a_missing_model_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="model.json"):
-        create_app({"SERVE_MODEL": str(tmp_path / "nothing")})
+def test_a_missing_model_starts_the_service_answering_503_with_the_reason(tmp_path):
+    client = create_app({"SERVE_MODEL": str(tmp_path / "nothing"), "SERVE_RELOAD_SECONDS": 0}).test_client()
+    for path in ("/health", "/health/ready"):
+        answer = client.get(path)
+        assert answer.status_code == 503 and answer.json["status"] == "unavailable"
+        assert "nothing' has no model.json and model.pt" in answer.json["problem"]
+    assert client.get("/health/live").status_code == 200
+    for answer in (client.post("/predict", data=upload((encode(picture()), "a.png"))), client.get("/metadata")):
+        assert answer.status_code == 503 and "has no model.json and model.pt" in answer.json["error"]
+        assert "X-Model-Version" not in answer.headers
 
 
 def test_debug_mode_asked_for_by_the_environment_is_refused_and_a_crash_shows_no_traceback(model_dir, monkeypatch):
@@ -383,9 +390,9 @@ def test_the_development_server_binds_loopback_by_default():
     assert parse_args([]).host == "127.0.0.1"
 
 
-def test_the_development_command_reports_a_missing_model_in_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "serving", "--model", str(tmp_path / "none")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+def test_the_development_command_reports_a_bad_setting_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "serving", "--model", str(tmp_path / "none")], cwd=ROOT,
+                            env=dict(os.environ, SERVE_MAX_IMAGES="lots"), capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
 
@@ -440,12 +447,27 @@ def test_the_service_under_gunicorn(gunicorn_server, model_dir):
     assert requests.get(f"{gunicorn_server}/health", timeout=10).json()["status"] == "ok"
 
 
-def test_gunicorn_without_a_model_stops_with_the_reason(tmp_path):
-    env = dict(os.environ, SERVE_MODEL=str(tmp_path / "none"), SERVE_BIND=f"127.0.0.1:{free_port()}", SERVE_WORKERS="1")
-    result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "serving/gunicorn.conf.py"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
-    assert "has no model.json and model.pt" in result.stderr and "Worker failed to boot" in result.stderr
+def test_gunicorn_without_a_model_starts_and_says_why_it_is_not_ready(tmp_path):
+    port = free_port()
+    env = dict(os.environ, SERVE_MODEL=str(tmp_path / "none"), SERVE_BIND=f"127.0.0.1:{port}", SERVE_WORKERS="1")
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "serving/gunicorn.conf.py"], cwd=ROOT,
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, answer = time.monotonic() + 120, None
+        while answer is None and time.monotonic() < deadline:
+            assert process.poll() is None, process.stderr.read()
+            try:
+                answer = requests.get(f"http://127.0.0.1:{port}/health/ready", timeout=2)
+            except requests.RequestException:
+                time.sleep(0.3)
+        assert answer is not None and answer.status_code == 503
+        assert "none' has no model.json and model.pt" in answer.json()["problem"]
+        assert requests.get(f"http://127.0.0.1:{port}/health/live", timeout=10).status_code == 200
+    finally:
+        process.terminate()
+        stderr = process.communicate(timeout=90)[1]  # after a client, the worker may use its graceful timeout (40 s)
+    assert "Worker failed to boot" not in stderr and "Traceback" not in stderr
+    assert "no model to serve yet" in stderr
 
 
 @pytest.mark.parametrize("variable, value", [("SERVE_THREADS", "lots"), ("SERVE_WORKERS", "0"),
@@ -622,8 +644,8 @@ def test_an_mlflow_model_without_the_sidecar_is_a_user_error(mlflow_store, tmp_p
     copy = tmp_path / "no-sidecar"
     shutil.copytree(mlflow_store["local"], copy)
     shutil.rmtree(copy / "extra_files")
-    with pytest.raises(UserError, match="extra_files/model.json"):
-        create_app({"SERVE_MODEL": str(copy)})
+    answer = create_app({"SERVE_MODEL": str(copy)}).test_client().get("/health")
+    assert answer.status_code == 503 and "has no extra_files/model.json" in answer.json["problem"]
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 class Server:
     """``gunicorn -c serving/gunicorn.conf.py`` in its own process group, its log in a file."""
 
-    def __init__(self, tmp_path: Path, extra_args: tuple[str, ...] = (), **env: str) -> None:
+    def __init__(self, tmp_path: Path, extra_args: tuple[str, ...] = (), probe: str = "/health", **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / f"gunicorn-{self.port}.log"
@@ -46,7 +46,7 @@ class Server:
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"gunicorn exited {self.process.returncode}: {self.log()}"
             try:
-                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
+                if requests.get(f"{self.url}{probe}", timeout=2).status_code == 200:
                     return
             except requests.RequestException:
                 pass
@@ -56,6 +56,17 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text()
+
+    def worker_pids(self) -> list[int]:
+        """The workers gunicorn booted, oldest first (from its log)."""
+        return [int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", self.log())]
+
+    def wait_for_log(self, pattern: str, count: int, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while len(re.findall(pattern, self.log())) < count:
+            assert self.process.poll() is None, f"gunicorn exited {self.process.returncode}: {self.log()}"
+            assert time.monotonic() < deadline, f"no {count} x {pattern!r} within {timeout} s: {self.log()}"
+            time.sleep(0.2)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -212,7 +223,7 @@ def wait_for_version(url: str, version: str, timeout: float = 60, in_a_row: int 
     while time.monotonic() < deadline:
         try:
             body = requests.get(f"{url}/metadata", timeout=30).json()
-            seen = seen + 1 if body["model"]["version"] == version else 0
+            seen = seen + 1 if (body.get("model") or {}).get("version") == version else 0  # a 503 has none
         except requests.RequestException:
             seen = 0
         if seen >= in_a_row:
@@ -283,5 +294,125 @@ def test_gunicorns_hup_reloads_without_dropping_requests(tmp_path):
         log = server.log()
         assert "Hang up: Master" in log
         assert len(re.findall(r"Booting worker", log)) == 4  # two old workers retired, two new ones
+    finally:
+        server.stop()
+
+
+# --- a model file that does not load -----------------------------------------------------------------
+
+QUICK_STOP = ("--graceful-timeout", "5")  # the tiny model's requests finish at once; the tests stop sooner
+LOADED = r"\] (serving |no model to serve yet)"  # a worker's model source is set up: loaded, fallen back, or none
+
+
+def corrupt(folder: Path) -> None:
+    """What the colleague measured: models/best's weights truncated, then overwritten with random bytes."""
+    weights = folder / "model.pt"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    time.sleep(0.05)
+    weights.write_bytes(np.random.default_rng(0).bytes(20_000))
+
+
+def wait_for_health(url: str, status: str, timeout: float = 60, in_a_row: int = 8) -> dict:
+    """Until ``in_a_row`` consecutive /health answers (from any worker) say ``status``; the last body."""
+    deadline = time.monotonic() + timeout
+    seen, body = 0, None
+    while time.monotonic() < deadline:
+        try:
+            body = requests.get(f"{url}/health", timeout=30).json()
+            seen = seen + 1 if body["status"] == status else 0
+        except requests.RequestException:
+            seen = 0
+        if seen >= in_a_row:
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"/health did not settle on {status!r} within {timeout} s; last: {body}")
+
+
+def test_hup_with_a_corrupt_model_on_disk_keeps_serving_the_last_good_one(tmp_path):
+    live = versioned_model(tmp_path / "best", "v1", seed=0)
+    versions = {"v1": versioned_model(tmp_path / "v1", "v1", seed=0), "v2": versioned_model(tmp_path / "v2", "v2", seed=1)}
+    server = Server(tmp_path, QUICK_STOP, SERVE_MODEL=str(live), SERVE_RELOAD_SECONDS="1")
+    data = encode(picture(23), "JPEG")
+    try:
+        with SteadyClients(server.url, data) as clients:
+            time.sleep(1.0)
+            corrupt(live)
+            body = wait_for_health(server.url, "degraded")  # the watcher tried it, kept v1, and says so
+            assert body["model"]["version"] == "v1" and f"{live}/model.pt could not be loaded" in body["problem"]
+            os.kill(int(server.pidfile.read_text()), signal.SIGHUP)
+            server.wait_for_log(r"Booting worker", 4)  # two new workers, loading the corrupt file at boot
+            server.wait_for_log(LOADED, 4)
+            time.sleep(2.0)  # the old workers are gone; only the new ones answer
+            answers_after_hup = len(clients.answers)
+            body = wait_for_health(server.url, "degraded")
+            time.sleep(1.0)
+        print(f"\nthrough a HUP with a corrupt model: {clients.summary()}")
+        check_answers(clients.answers, versions, data)
+        assert {version for _, version, _ in clients.answers} == {"v1"}
+        assert len(clients.answers) > answers_after_hup  # answered after the new workers took over
+        assert body["model"]["version"] == "v1" and f"{live}/model.pt could not be loaded" in body["problem"]
+        assert server.process.poll() is None and "Worker failed to boot" not in server.log()
+
+        versioned_model(live, "v2", seed=1)  # a good model returns: picked up, and the service is ok again
+        wait_for_version(server.url, "v2")
+        assert wait_for_health(server.url, "ok")["model"]["version"] == "v2"
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("restart", ["sigkill", "max_requests"])
+def test_a_restarted_worker_with_a_corrupt_model_on_disk_serves_the_last_good_one(tmp_path, restart):
+    """One worker, so its replacement answers everything: killed (an OOM kill), or recycled by max_requests."""
+    live = versioned_model(tmp_path / "best", "v1", seed=0)
+    original = versioned_model(tmp_path / "v1", "v1", seed=0)
+    extra = ("--max-requests", "20") if restart == "max_requests" else ()
+    server = Server(tmp_path, QUICK_STOP + extra, SERVE_MODEL=str(live), SERVE_RELOAD_SECONDS="0", SERVE_WORKERS="1")
+    data = encode(picture(24), "JPEG")
+    try:
+        assert predict(server.url, data).status_code == 200
+        corrupt(live)
+        (worker,) = server.worker_pids()
+        if restart == "sigkill":
+            os.kill(worker, signal.SIGKILL)
+        else:
+            for _ in range(25):
+                requests.get(f"{server.url}/health/live", timeout=30)
+        server.wait_for_log(r"Booting worker", 2)
+        server.wait_for_log(LOADED, 2)
+        for _ in range(5):
+            response = predict(server.url, data)
+            assert response.status_code == 200 and response.json()["model"]["version"] == "v1", response.text
+            np.testing.assert_allclose(list(response.json()["probabilities"].values()),
+                                       offline_probabilities(original, data), atol=2e-6)
+        health = requests.get(f"{server.url}/health/ready", timeout=30)
+        assert health.status_code == 200 and health.json()["status"] == "degraded"
+        assert f"{live}/model.pt could not be loaded" in health.json()["problem"]
+        assert server.process.poll() is None and "Worker failed to boot" not in server.log()
+    finally:
+        server.stop()
+
+
+def test_a_start_with_a_corrupt_model_answers_503_until_a_good_one_appears(tmp_path):
+    live = versioned_model(tmp_path / "best", "v1", seed=0)
+    corrupt(live)
+    server = Server(tmp_path, QUICK_STOP, probe="/health/live", SERVE_MODEL=str(live), SERVE_RELOAD_SECONDS="1")
+    data = encode(picture(25), "JPEG")
+    try:
+        for path in ("/health", "/health/ready"):
+            answer = requests.get(f"{server.url}{path}", timeout=30)
+            assert answer.status_code == 503 and answer.json()["status"] == "unavailable"
+            assert f"{live}/model.pt could not be loaded" in answer.json()["problem"]
+        refused = predict(server.url, data)
+        assert refused.status_code == 503 and f"{live}/model.pt could not be loaded" in refused.json()["error"]
+        assert requests.get(f"{server.url}/health/live", timeout=30).json() == {"status": "alive"}
+
+        versioned_model(live, "v2", seed=1)  # the first good model: the watcher serves it
+        wait_for_version(server.url, "v2")
+        assert wait_for_health(server.url, "ok")["model"]["version"] == "v2"
+        response = predict(server.url, data)
+        assert response.status_code == 200
+        np.testing.assert_allclose(list(response.json()["probabilities"].values()),
+                                   offline_probabilities(live, data), atol=2e-6)
+        assert "Traceback" not in server.log() and "Worker failed to boot" not in server.log()
     finally:
         server.stop()

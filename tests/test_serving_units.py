@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import selectors
 import socket
 import threading
@@ -18,7 +19,9 @@ from torch import nn
 
 from lifecycle.core.errors import UserError
 from lifecycle.inference import Predictor, load_predictor, place_exported, require_device, tensor_devices
-from serving.model_source import RegistryUnavailable, ServedModel, choose_model, folder_key
+from serving.app import readiness
+from serving.last_good import LastGood
+from serving.model_source import RegistryUnavailable, ServedModel, State, choose_model, folder_key
 from serving.worker import ClientTimeout, DeadlineSocket, DeadlineThreadWorker
 from tests.test_serving import make_model
 
@@ -87,11 +90,14 @@ def test_serve_model_wins_over_the_default(tmp_path):
         choose_model("models:/other@prod", None)
 
 
-def test_an_unreadable_registry_stops_the_start_with_the_reason(tmp_path):
+def test_an_unreadable_registry_at_start_serves_nothing_and_says_why(tmp_path):
     registry = FakeRegistry()
     registry.down = True
-    with pytest.raises(UserError, match="cannot read the model registry.*database is locked.*SERVE_MODEL=models/best"):
-        ServedModel(None, registry=registry, best=make_model(tmp_path / "best"))
+    served = ServedModel(None, registry=registry, best=make_model(tmp_path / "best"))
+    assert served.current is None  # never models/best instead: it may not be the champion
+    assert re.search("cannot read the model registry.*database is locked.*SERVE_MODEL=models/best", served.state.failure)
+    registry.down = False  # the store answers again: no champion, so the folder
+    assert served.refresh() is True and served.state.failure is None
 
 
 def test_the_served_model_follows_the_champion_alias(tmp_path, caplog):
@@ -156,6 +162,93 @@ def test_the_watcher_swaps_the_model_and_stops_with_its_owner(tmp_path):
     del served
     thread.join(timeout=5)
     assert not thread.is_alive()
+
+
+# --- a model that does not load: the last good one, readiness ------------------------------------
+
+def corrupt(folder: Path, truncate: bool = False) -> None:
+    """What the colleague did to models/best: the weights truncated, or overwritten with random bytes."""
+    weights = folder / "model.pt"
+    data = weights.read_bytes()[: len(weights.read_bytes()) // 2] if truncate else np.random.default_rng(0).bytes(4096)
+    time.sleep(0.01)  # a new modification time, so the change is seen even where the inode is kept
+    weights.write_bytes(data)
+
+
+@pytest.fixture
+def last_good(tmp_path) -> LastGood:
+    (tmp_path / "private").mkdir()
+    return LastGood(tmp_path / "private")
+
+
+def test_a_new_worker_falls_back_to_the_last_model_that_loaded_and_says_why(tmp_path, last_good):
+    best = make_model(tmp_path / "best", seed=0)
+    first = ServedModel(str(best), registry=None, last_good=last_good)  # a worker that loaded it
+    version = first.current.predictor.identity.version
+    corrupt(best)
+    assert first.refresh() is False and first.current.predictor.identity.version == version
+    assert f"{best}/model.pt could not be loaded" in first.state.failure
+
+    second = ServedModel(str(best), registry=None, last_good=last_good)  # its replacement, after HUP or a kill
+    assert second.current is not None and second.current.predictor.identity.version == version
+    assert second.current.predictor.identity.source == str(best)  # shown as the folder it came from
+    assert f"{best}/model.pt could not be loaded" in second.state.failure
+    body, status = readiness(second.state)
+    assert status == 200 and body["status"] == "degraded" and body["model"]["version"] == version
+    assert "serving the last model that loaded instead" in body["problem"]
+    data = np.zeros((1, 32, 32, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(second.current.predictor.predict(data), first.current.predictor.predict(data))
+    assert second.refresh() is False  # the same broken files are not loaded again every poll
+
+    make_model(best, seed=1)  # a good model returns
+    assert second.refresh() is True and second.state.failure is None
+    assert readiness(second.state)[0]["status"] == "ok"
+    assert second.current.predictor.identity.version != version
+
+
+def test_without_a_last_good_model_a_worker_starts_with_none_and_serves_the_first_good_one(tmp_path, last_good):
+    best = make_model(tmp_path / "best", seed=0)
+    corrupt(best, truncate=True)
+    served = ServedModel(str(best), registry=None, last_good=last_good)
+    assert served.current is None and f"{best}/model.pt could not be loaded" in served.state.failure
+    body, status = readiness(served.state)
+    assert status == 503 and body["status"] == "unavailable" and body["model"] is None
+    assert last_good.read() is None  # what did not load is never kept
+    assert served.refresh() is False
+    make_model(best, seed=0)
+    assert served.refresh() is True and readiness(served.state)[1] == 200
+    assert last_good.read() is not None
+
+
+def test_a_broken_sidecar_is_named(tmp_path):
+    best = make_model(tmp_path / "best")
+    (best / "model.json").write_text("{not json")
+    served = ServedModel(str(best), registry=None)
+    assert served.current is None and served.state.failure.startswith(f"{best}/model.json is not a readable")
+
+
+def test_only_what_loaded_is_kept_and_old_copies_are_removed(tmp_path, last_good):
+    best = make_model(tmp_path / "best", seed=0)
+    served = ServedModel(str(best), registry=None, last_good=last_good)
+    for seed in range(1, 5):
+        make_model(best, seed=seed)
+        assert served.refresh() is True
+    folder, record = last_good.read()
+    assert record["identity"]["version"] == served.current.predictor.identity.version
+    assert (folder / "model.pt").read_bytes() == (best / "model.pt").read_bytes()
+    assert len(list(last_good.copies.iterdir())) <= 3  # no staging left behind, old copies pruned
+    corrupt(best)
+    assert served.refresh() is False and last_good.read()[0] == folder
+
+
+def test_readiness_is_ok_degraded_or_unavailable(tmp_path):
+    served = ServedModel(None, predictor=load_predictor(make_model(tmp_path / "m"))).current
+    ok, status = readiness(State(served, None))
+    assert status == 200 and ok["status"] == "ok" and "problem" not in ok
+    degraded, status = readiness(State(served, "models/best/model.pt could not be loaded: bad zip."))
+    assert status == 200 and degraded["status"] == "degraded"
+    assert degraded["problem"].startswith("models/best/model.pt could not be loaded: bad zip; serving the last")
+    unavailable, status = readiness(State(None, "models/best/model.pt could not be loaded: bad zip."))
+    assert status == 503 and unavailable["status"] == "unavailable" and "models/best/model.pt" in unavailable["problem"]
 
 
 # --- the worker: read and request timeouts, and no accepting while saturated --------------------
