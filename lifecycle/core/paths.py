@@ -9,6 +9,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = ROOT / "params.yaml"
+# The check_params stage's output: the same bytes whenever params.yaml is valid. Committed;
+# ingest depends on it, so every stage waits for the check (stages/check_params.py says why).
+PARAMS_CHECK = ROOT / "params.check.json"
 
 DATA = ROOT / "data"
 RAW = DATA / "raw"

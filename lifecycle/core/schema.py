@@ -2,10 +2,12 @@
 
 Every stage validates the whole document before it does any work (:func:`lifecycle.core.params.load_params`),
 so a mistake anywhere, and a constraint that spans sections (``featurize.image_size`` against
-``train.channels``), stops the first stage that runs, not a stage minutes later. Checks here
+``train.channels``), stops the first stage that runs, not a stage minutes later: that is
+``check_params`` (stages/check_params.py), before DVC removes any stage's outputs. Checks here
 are cheap and need no heavy library; the few that need one (is an architecture a torchvision
 classifier, is a grid key a parameter of the tuned net) run where that library is loaded:
-:func:`lifecycle.models.check_architecture`, :func:`lifecycle.tuning.check_tune_params`.
+:func:`lifecycle.models.check_architecture`, :func:`lifecycle.tuning.check_tune_params`
+(check_params runs them too).
 
 Unknown keys are errors (``extra="forbid"``), types are strict (``"3"`` is not a number,
 ``true`` is not an integer), and an int is accepted where a float is expected. The defaults
