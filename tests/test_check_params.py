@@ -112,13 +112,6 @@ def test_a_bad_value_is_refused_with_one_sentence_and_the_output_is_left_alone(t
 # ---------------------------------------------------------------------------------------- slow
 
 
-def refused(repo, *args: str) -> str:
-    """Run ``dvc exp run`` with ``args``; it must fail: its output (stdout and stderr)."""
-    result = repo.dvc("exp", "run", *args, check=False)
-    assert result.returncode != 0, result.stdout + result.stderr
-    return result.stdout + result.stderr
-
-
 def git_status(repo) -> str:
     return repo.run("git", "status", "--porcelain", "--untracked-files=all").stdout
 
@@ -136,20 +129,27 @@ def test_a_refused_experiment_leaves_the_workspace_as_it_was(repo_copy, monkeypa
     kept = ["models/train/model.pt", "metrics/train/metrics.json", "metrics/tune.json", "plots/tune/results.csv"]
     before = {name: (repo.path / name).read_bytes() for name in kept}
 
-    for override, sentence in (
-        ("lr=-1", "error: params.yaml: 'lr' must be greater than 0.0, got int -1."),
-        ("tune.grid.lr=[-1]", "error: params.yaml: 'tune.grid.lr' values must be positive numbers, got -1."),
+    lr = "error: params.yaml: 'lr' must be greater than 0.0, got int -1."
+    grid = "error: params.yaml: 'tune.grid.lr' values must be positive numbers, got -1."
+    for command, sentence in (
+        (["exp", "run", "-S", "lr=-1"], lr),                     # every stage: dvc.yaml's order alone would do
+        (["exp", "run", "-S", "tune.grid.lr=[-1]"], grid),
+        (["exp", "run", "-S", "lr=-1", "train"], lr),            # one target: only the graph's edge brings the check
+        (["repro", "tune"], grid),                                # params.yaml edited by hand
     ):
-        output = refused(repo, "-S", override)
-        assert sentence in output, output
-        assert "Running stage 'check_params'" in output and "Running stage 'ingest'" not in output
-        assert git_status(repo) == " M params.yaml\n", override      # nothing else changed or went missing
-        assert {name: (repo.path / name).read_bytes() for name in kept} == before, override
+        if command[0] == "repro":
+            repo.set_params({"tune": {"grid": {"lr": [-1]}}})
+        result = repo.dvc(*command, check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0 and sentence in output, output
+        assert "Running stage 'check_params'" in output and "Running stage 'ingest'" not in output, output
+        assert git_status(repo) == " M params.yaml\n", command     # nothing else changed or went missing
+        assert {name: (repo.path / name).read_bytes() for name in kept} == before, command
         repo.run("git", "checkout", "params.yaml")
-        assert "Data and pipelines are up to date." in repo.dvc("status").stdout, override
+        assert "Data and pipelines are up to date." in repo.dvc("status").stdout, command
 
-    output = refused(repo, "--temp", "-S", "lr=-1")              # in a temporary copy: the same sentence
-    assert "error: params.yaml: 'lr' must be greater than 0.0, got int -1." in output, output
+    result = repo.dvc("exp", "run", "--temp", "-S", "lr=-1", check=False)  # in a temporary copy: the same sentence
+    assert result.returncode != 0 and lr in result.stdout + result.stderr, result.stdout + result.stderr
     assert git_status(repo) == ""
 
     clone = tmp_path / "clone"                                   # the check's output is committed:
