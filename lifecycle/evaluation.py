@@ -9,19 +9,33 @@ chosen model.
 
 For two classes, precision, recall and F1 are about the second class (``dog``), and ROC
 AUC uses its probability; for more classes they are macro averages (one-vs-rest AUC).
+
+Every headline number carries its noise (``metric_intervals``): a 95% interval, written
+beside the metric as ``<metric>_low`` and ``<metric>_high``: Wilson's score interval for
+accuracy (a proportion of images right), and a seeded percentile bootstrap over the split's
+images for the others. Two models on the same images are compared by a paired test
+(``paired_test``): McNemar's exact test on the images exactly one of them gets right.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from sklearn import metrics as skm
 
 # The models `evaluate` runs for (dvc.yaml's foreach) and `select` chooses among, in the
 # order that breaks ties: the simplest model first.
 CANDIDATES = ("train", "finetune", "transfer")
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "roc_auc")
+CONFIDENCE = 0.95  # of every interval: the headline metrics' and the paired difference's
+
+
+def interval_keys(metric: str) -> tuple[str, str]:
+    """The names of ``metric``'s interval bounds, beside it in every metrics file: accuracy_low, accuracy_high."""
+    return f"{metric}_low", f"{metric}_high"
 
 
 def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict[str, Any]:
@@ -71,3 +85,108 @@ def select_best(reports: dict[str, dict[str, Any]], metric: str) -> str:
     """The candidate with the highest validation ``metric`` (ties: the earlier, simpler one)."""
     order = {name: i for i, name in enumerate(reports)}
     return max(reports, key=lambda name: (reports[name]["val"][metric], -order[name]))
+
+
+def runner_up(reports: dict[str, dict[str, Any]], metric: str) -> str | None:
+    """The candidate ``select_best`` would choose without the chosen one (None: there is no other)."""
+    chosen = select_best(reports, metric)
+    others = {name: report for name, report in reports.items() if name != chosen}
+    return select_best(others, metric) if others else None
+
+
+def correct_from_confusion_rows(rows: pd.DataFrame) -> np.ndarray:
+    """Per-image correctness from :func:`confusion_rows` as written (one row per image, in the split's order)."""
+    return (rows["actual"] == rows["predicted"]).to_numpy()
+
+
+def metric_intervals(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], seed: int,
+                     resamples: int) -> dict[str, float]:
+    """The 95% interval of each of ``METRIC_NAMES``, keyed by :func:`interval_keys`.
+
+    Accuracy: Wilson's score interval (scipy's ``binomtest(...).proportion_ci``), exact for a
+    proportion of images right and never outside [0, 1]. The others are not proportions of
+    the images: a percentile bootstrap (scipy's ``bootstrap``) over the split's images, the
+    images resampled together with their labels, ``resamples`` times from ``seed``, so the
+    same predictions always give the same interval."""
+    labels = np.asarray(labels)
+    right = int((probabilities.argmax(axis=1) == labels).sum())
+    wilson = stats.binomtest(right, len(labels)).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
+    low, high = interval_keys("accuracy")
+    intervals = {low: float(wilson.low), high: float(wilson.high)}
+    others = ["precision", "recall", "f1", "roc_auc"]  # the order ``scores`` returns them in
+
+    binary = len(classes) == 2
+    extra = {"average": "binary", "pos_label": 1} if binary else {"average": "macro", "labels": list(range(len(classes)))}
+    predictions = probabilities.argmax(axis=1)
+
+    def scores(images: np.ndarray) -> np.ndarray:  # one resample (the indices of its images): others' values
+        precision, recall, f1, _ = skm.precision_recall_fscore_support(labels[images], predictions[images],
+                                                                       zero_division=0, **extra)
+        return np.array([precision, recall, f1, roc_auc(labels[images], probabilities[images])])
+
+    result = stats.bootstrap((np.arange(len(labels)),), scores, n_resamples=resamples, confidence_level=CONFIDENCE,
+                             method="percentile", vectorized=False, rng=np.random.default_rng(seed))
+    for name, low_value, high_value in zip(others, result.confidence_interval.low, result.confidence_interval.high):
+        low, high = interval_keys(name)
+        intervals[low], intervals[high] = float(low_value), float(high_value)
+    return intervals
+
+
+def with_intervals(scores: dict[str, float], intervals: dict[str, float]) -> dict[str, float]:
+    """Each metric followed by its interval, in ``METRIC_NAMES`` order: what a metrics file holds per split."""
+    report: dict[str, float] = {}
+    for name in METRIC_NAMES:
+        low, high = interval_keys(name)
+        report.update({name: scores[name], low: intervals[low], high: intervals[high]})
+    return report
+
+
+def correct_per_image(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Whether the model is right about each image (bool, in the split's order): what a paired test compares."""
+    return probabilities.argmax(axis=1) == np.asarray(labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedTest:
+    """McNemar's exact test of model A against model B on the same images (one-sided: A is better).
+
+    Only the discordant images say anything: ``a_only`` that A gets right and B wrong,
+    ``b_only`` the reverse. With no difference between the models each discordant image is a
+    fair coin, so the p-value is the binomial tail of ``a_only`` of ``discordant``. The
+    interval is of the paired difference in accuracy, A minus B: the discordant share times
+    Wilson's interval for 2 x (A's share of the discordant images) - 1."""
+
+    images: int
+    a_only: int
+    b_only: int
+    p_value: float
+    difference: float          # accuracy A minus accuracy B, on these images
+    difference_low: float
+    difference_high: float
+
+    TEST = "mcnemar_exact"
+
+    @property
+    def discordant(self) -> int:
+        return self.a_only + self.b_only
+
+    def better(self, alpha: float) -> bool:
+        """A is right on significantly more images than B, at level ``alpha``."""
+        return self.p_value < alpha
+
+
+def paired_test(a_correct: np.ndarray, b_correct: np.ndarray) -> PairedTest:
+    """:class:`PairedTest` of A against B from their per-image correctness on the same images."""
+    a_correct, b_correct = np.asarray(a_correct, dtype=bool), np.asarray(b_correct, dtype=bool)
+    if a_correct.shape != b_correct.shape:
+        raise ValueError(f"the models were scored on different images ({a_correct.shape[0]} and {b_correct.shape[0]})")
+    images = int(a_correct.size)
+    a_only, b_only = int((a_correct & ~b_correct).sum()), int((b_correct & ~a_correct).sum())
+    discordant = a_only + b_only
+    if discordant == 0:  # the same answers on every image: no evidence either way
+        return PairedTest(images, 0, 0, 1.0, 0.0, 0.0, 0.0)
+    test = stats.binomtest(a_only, discordant, 0.5, alternative="greater")
+    share = stats.binomtest(a_only, discordant).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
+    scale = discordant / images
+    return PairedTest(images, a_only, b_only, float(test.pvalue), (a_only - b_only) / images,
+                      float(scale * (2 * share.low - 1)), float(scale * (2 * share.high - 1)))

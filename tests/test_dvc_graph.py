@@ -67,8 +67,11 @@ def test_evaluate_runs_for_exactly_the_candidates_select_reads():
     assert sorted(d for d in select.deps if d.startswith("metrics/evaluate/")) == sorted(
         f"metrics/evaluate/{c}.json" for c in CANDIDATES)
     assert sorted(d for d in select.deps if d.startswith("models/")) == sorted(f"models/{c}" for c in CANDIDATES)
+    rows = sorted(d for d in select.deps if d.startswith("plots/evaluate/"))  # per-image correctness: the paired test
+    assert rows == sorted(f"plots/evaluate/{c}/confusion_val.csv" for c in CANDIDATES)
     for candidate in CANDIDATES:
         assert f"metrics/evaluate/{candidate}.json" in stage(f"evaluate@{candidate}").outs
+        assert f"plots/evaluate/{candidate}/confusion_val.csv" in stage(f"evaluate@{candidate}").outs
 
 
 def test_every_stage_declares_what_it_writes_and_no_two_stages_write_the_same_path():

@@ -1,5 +1,5 @@
 """Evaluation metrics on predictions whose answers are known by hand, the plot rows DVC
-draws, and selection on the validation split only."""
+draws, selection on the validation split only, each metric's interval and the paired test."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,9 +9,15 @@ from lifecycle.evaluation import (
     METRIC_NAMES,
     classification_metrics,
     confusion_rows,
+    correct_from_confusion_rows,
+    interval_keys,
+    metric_intervals,
+    paired_test,
     roc_auc,
     roc_points,
+    runner_up,
     select_best,
+    with_intervals,
 )
 
 CLASSES = ["cat", "dog"]
@@ -87,3 +93,76 @@ def test_selection_uses_validation_only_and_ties_go_to_the_simpler_model():
     }
     assert select_best(reports, "accuracy") == "train"  # tie with transfer; test would say finetune
     assert select_best(reports, "f1") == "finetune"
+
+
+def noisy_predictions(images: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and dog probabilities that are right about 80% of the time."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, images)
+    dog = np.clip(np.where(labels == 1, 0.65, 0.35) + rng.normal(scale=0.25, size=images), 0, 1)
+    return labels, probabilities_for(list(dog))
+
+
+def test_accuracy_has_wilsons_interval_and_the_others_a_seeded_bootstrap():
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    probabilities = probabilities_for([0.1, 0.7, 0.2, 0.9, 0.8, 0.4, 0.6, 0.95])   # 6 of 8 right
+    intervals = metric_intervals(labels, probabilities, CLASSES, seed=0, resamples=200)
+    # Wilson's 95% score interval for 6 of 8 (a textbook value, not computed from the code under test)
+    assert (intervals["accuracy_low"], intervals["accuracy_high"]) == (pytest.approx(0.40928, abs=1e-5),
+                                                                       pytest.approx(0.92852, abs=1e-5))
+    assert set(intervals) == {key for metric in METRIC_NAMES for key in interval_keys(metric)}
+
+    labels, probabilities = noisy_predictions(300)
+    scores = classification_metrics(labels, probabilities, CLASSES)
+    first = metric_intervals(labels, probabilities, CLASSES, seed=1, resamples=300)
+    assert metric_intervals(labels, probabilities, CLASSES, seed=1, resamples=300) == first   # seeded: the same bytes
+    assert metric_intervals(labels, probabilities, CLASSES, seed=2, resamples=300) != first
+    for metric in METRIC_NAMES:
+        low, high = interval_keys(metric)
+        assert first[low] < scores[metric] < first[high], metric
+        assert 0.02 < first[high] - first[low] < 0.2, metric   # about +-0.045 for 300 images near 0.8
+    # four times the images: about half the width
+    labels, probabilities = noisy_predictions(1200)
+    wide, narrow = first, metric_intervals(labels, probabilities, CLASSES, seed=1, resamples=300)
+    for metric in METRIC_NAMES:
+        low, high = interval_keys(metric)
+        assert 0.35 < (narrow[high] - narrow[low]) / (wide[high] - wide[low]) < 0.7, metric
+
+
+def test_a_report_puts_each_interval_beside_its_metric():
+    labels, probabilities = noisy_predictions(50)
+    scores = classification_metrics(labels, probabilities, CLASSES)
+    report = with_intervals(scores, metric_intervals(labels, probabilities, CLASSES, seed=0, resamples=100))
+    assert list(report)[:3] == ["accuracy", "accuracy_low", "accuracy_high"]
+    assert len(report) == 3 * len(METRIC_NAMES) and "images" not in report
+
+
+def test_mcnemars_exact_test_counts_only_the_discordant_images():
+    # 100 images: both right on 80, A alone on 10, B alone on 1, both wrong on 9
+    a = np.array([True] * 80 + [True] * 10 + [False] * 1 + [False] * 9)
+    b = np.array([True] * 80 + [False] * 10 + [True] * 1 + [False] * 9)
+    test = paired_test(a, b)
+    assert (test.images, test.a_only, test.b_only, test.discordant) == (100, 10, 1, 11)
+    assert test.p_value == pytest.approx(12 / 2048)          # P(X >= 10), X ~ Binomial(11, 1/2)
+    assert test.difference == pytest.approx(0.09)
+    assert 0 < test.difference_low < 0.09 < test.difference_high <= 0.11
+    assert test.better(0.05) and not test.better(0.005)
+    backwards = paired_test(b, a)                            # one-sided: B is not better than A
+    assert backwards.p_value > 0.99 and not backwards.better(0.05)
+    assert backwards.difference_high < 0
+    same = paired_test(a, a)
+    assert (same.p_value, same.discordant, same.difference_low, same.difference_high) == (1.0, 0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="different images"):
+        paired_test(a, b[:50])
+
+
+def test_the_runner_up_and_which_images_a_model_got_right():
+    reports = {
+        "train": {"val": {"accuracy": 0.90}}, "finetune": {"val": {"accuracy": 0.85}},
+        "transfer": {"val": {"accuracy": 0.90}},
+    }
+    assert (select_best(reports, "accuracy"), runner_up(reports, "accuracy")) == ("train", "transfer")
+    assert runner_up({"train": reports["train"]}, "accuracy") is None
+    labels = np.array([0, 1, 1, 0])
+    rows = confusion_rows(labels, probabilities_for([0.3, 0.8, 0.4, 0.6]), CLASSES)
+    assert correct_from_confusion_rows(rows).tolist() == [True, True, False, False]

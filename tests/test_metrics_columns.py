@@ -19,11 +19,17 @@ import yaml
 
 from tests.conftest import ROOT
 
-# Scalars over all metrics files: 103 today, 189 before the breakdowns moved out
-# (`python -m pytest tests/test_metrics_columns.py -s` prints the count); a new headline or
-# two fits, a new breakdown (two classes x a few splits x a few models) does not.
-MAX_METRIC_KEYS = 110
-MAX_KEYS_PER_FILE = 14
+# Scalars over all metrics files: 189 before the breakdowns moved out, 103 after; then raised
+# on purpose for issue 17 ("numbers carry their noise"): every headline metric of every split
+# got its 95% interval beside it (<metric>_low, <metric>_high: 3 columns where there was 1, so
+# 30 per metrics/evaluate file, 36 in select.json with the paired test against the runner-up),
+# and the promotion record its paired test, about 195 in all after a pipeline run
+# (`python -m pytest tests/test_metrics_columns.py -s` prints the count). An interval is a
+# scalar because `dvc exp show` hides lists, and it belongs beside its number in review. A new
+# headline or two still fits; a new breakdown (two classes x a few splits x a few models) does
+# not, and BULK_WORDS below catches one by name whatever the count.
+MAX_METRIC_KEYS = 200
+MAX_KEYS_PER_FILE = 36
 # Words that name a breakdown, not a headline.
 BULK_WORDS = re.compile(r"confusion|class_counts|by_reason|spelling|intensity|formats|modes|candidates_val")
 

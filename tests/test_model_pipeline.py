@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lifecycle.evaluation import METRIC_NAMES, interval_keys
 from lifecycle.models import load_model
 from tests import dvc_graph
 
@@ -59,20 +60,25 @@ def test_pipeline_reproduces_and_an_experiment_reruns_only_train_and_its_descend
     assert best["info"]["source"] in ("train", "finetune", "transfer")
     assert best["info"]["selected_by"] == "val.accuracy"
     assert best["image_size"] == 32 and best["classes"] == ["cat", "dog"]
+    headline = {key for metric in METRIC_NAMES for key in (metric, *interval_keys(metric))}  # each with its interval
     for split in ("val", "test"):  # what the service's /metadata reports as the model's metrics
-        assert set(best["info"][split]) == {"accuracy", "precision", "recall", "f1", "roc_auc"}
+        assert set(best["info"][split]) == headline
     model, spec = load_model(repo.path / "models" / "best")
     assert spec.architecture == best["architecture"]
     for name in ("train", "finetune", "transfer"):
         report = json.loads((repo.path / "metrics" / "evaluate" / f"{name}.json").read_text())
-        assert set(report) == {"val", "test"} and set(report["test"]) == {"accuracy", "precision", "recall", "f1", "roc_auc"}
-        assert 0.0 <= report["test"]["accuracy"] <= 1.0
+        assert set(report) == {"val", "test"} and set(report["test"]) == headline
+        assert 0.0 <= report["test"]["accuracy_low"] <= report["test"]["accuracy"] <= report["test"]["accuracy_high"] <= 1.0
         for confusion, split in (("confusion.csv", "test"), ("confusion_val.csv", "val")):
             rows = (repo.path / "plots" / "evaluate" / name / confusion).read_text().splitlines()
             assert rows[0] == "actual,predicted"
             assert len(rows) - 1 == json.loads((repo.path / "metrics" / "split.json").read_text())[split]["images"]
     selected = json.loads((repo.path / "metrics" / "select.json").read_text())["best"]
     assert selected["model"] == best["info"]["source"] and selected["test"] == best["info"]["test"]
+    against = selected["runner_up"]  # the paired test against the runner-up, on the same validation images
+    assert against["model"] in {"train", "finetune", "transfer"} - {selected["model"]}
+    assert against["test"] == "mcnemar_exact" and 0.0 <= against["p_value"] <= 1.0
+    assert against["beyond_noise"] == (against["p_value"] < 0.05)
     plots = json.loads(repo.dvc("plots", "show", "--json").stdout)
     assert not plots.get("errors")
     assert len(plots["data"]["plots/evaluate/transfer/confusion_val.csv"][0]["content"]["data"]["values"]) > 0

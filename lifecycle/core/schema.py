@@ -223,8 +223,13 @@ class TuneParams(Section):
         return [list(v) for v in self.grid.get("module__channels", [self.channels]) if isinstance(v, list)]
 
 
+class EvaluateParams(Section):
+    resamples: int = Field(1000, ge=100)   # bootstrap resamples behind each metric's 95% interval (seeded by `seed`)
+
+
 class SelectParams(Section):
     metric: Literal["accuracy", "precision", "recall", "f1", "roc_auc"] = "accuracy"  # on the validation split
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)  # significance level of the paired test against the runner-up
 
 
 class PromoteParams(Section):
@@ -232,6 +237,7 @@ class PromoteParams(Section):
 
     metric: Literal["accuracy", "precision", "recall", "f1", "roc_auc"] = "accuracy"  # re-scored on the validation split
     margin: float = Field(0.005, ge=0.0, le=1.0)  # the candidate must beat the champion by at least this much
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)    # ... and be right on significantly more images (paired test) at this level
 
 
 # ----------------------------------------------------------------------------- the document
@@ -258,6 +264,7 @@ class PipelineParams(Section):
     pretrain: PretrainParams
     finetune: FinetuneParams
     transfer: TransferParams
+    evaluate: EvaluateParams
     select: SelectParams
     promote: PromoteParams
 
