@@ -153,8 +153,10 @@ class PairedTest:
     Only the discordant images say anything: ``a_only`` that A gets right and B wrong,
     ``b_only`` the reverse. With no difference between the models each discordant image is a
     fair coin, so the p-value is the binomial tail of ``a_only`` of ``discordant``. The
-    interval is of the paired difference in accuracy, A minus B: the discordant share times
-    Wilson's interval for 2 x (A's share of the discordant images) - 1."""
+    interval is of the paired difference in accuracy, A minus B: the discordant share of the
+    images times 2 x (A's share of the discordant images) - 1, that share's interval exact
+    (Clopper-Pearson, the interval that matches the exact test; Wilson's can exclude "no
+    difference" where the test does not, 4 of 4 for instance)."""
 
     images: int
     a_only: int
@@ -186,7 +188,7 @@ def paired_test(a_correct: np.ndarray, b_correct: np.ndarray) -> PairedTest:
     if discordant == 0:  # the same answers on every image: no evidence either way
         return PairedTest(images, 0, 0, 1.0, 0.0, 0.0, 0.0)
     test = stats.binomtest(a_only, discordant, 0.5, alternative="greater")
-    share = stats.binomtest(a_only, discordant).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
+    share = stats.binomtest(a_only, discordant).proportion_ci(confidence_level=CONFIDENCE, method="exact")
     scale = discordant / images
     return PairedTest(images, a_only, b_only, float(test.pvalue), (a_only - b_only) / images,
                       float(scale * (2 * share.low - 1)), float(scale * (2 * share.high - 1)))

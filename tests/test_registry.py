@@ -22,7 +22,9 @@ import yaml
 
 from lifecycle.core.errors import UserError
 from lifecycle.core.schema import PromoteParams
-from lifecycle.models import ModelSpec, SeedCNN, save_model
+from lifecycle.models import ModelSpec, SeedCNN, build_model, save_model
+from lifecycle.training.loop import FitConfig, Samples, fit
+from lifecycle.training.runtime import seed_everything
 from tracking import gate, mirror, registry, snapshot
 from tracking.promote import promote
 from tracking.rollback import rollback
@@ -40,7 +42,7 @@ from .test_tracking import (  # noqa: F401 (empty_store and mlflow_server are fi
 
 SIDE = 8
 CATS, DOGS = 30, 10
-PARAMS = PromoteParams(metric="accuracy", margin=0.005)
+PARAMS = PromoteParams(metric="accuracy", margin=0.005, alpha=0.05)
 
 
 # ----------------------------------------------------------------------------- models made to order
@@ -81,9 +83,9 @@ def spec(side: int = SIDE) -> ModelSpec:
     return ModelSpec("seed_cnn", ["cat", "dog"], side, arguments={"channels": [1]})
 
 
-def mirror_model(root: Path, model: SeedCNN, name: str) -> int:
+def mirror_model(root: Path, model: torch.nn.Module, name: str, model_spec: ModelSpec | None = None) -> int:
     """Mirror a pipeline state whose selected model is ``model``; returns its registry version."""
-    save_model(model, spec(), root / "models/best")
+    save_model(model, model_spec or spec(), root / "models/best")
     (root / "metrics").mkdir(exist_ok=True)
     (root / "metrics/select.json").write_text(json.dumps({"model": name}))
     report = mirror.mirror_workspace(root, environ={})
@@ -105,17 +107,37 @@ def store(tmp_path: Path, empty_store: Path) -> Path:  # noqa: F811 (the fixture
 # ----------------------------------------------------------------------------- the decision
 
 
-def test_the_decision_needs_the_margin_and_no_champion_means_the_first_one():
+def right_on(*runs: tuple[bool, int]) -> np.ndarray:
+    """Per-image correctness from (right?, images) runs: right_on((True, 30), (False, 10))."""
+    return np.concatenate([np.full(count, value) for value, count in runs])
+
+
+# 1000 images; both models right on 800 and wrong on 170; the 30 discordant ones split:
+SIGNIFICANT = right_on((True, 800), (True, 25), (False, 5), (False, 170)), right_on((True, 800), (False, 25), (True, 5), (False, 170))
+NOISE = right_on((True, 800), (True, 18), (False, 12), (False, 170)), right_on((True, 800), (False, 18), (True, 12), (False, 170))
+
+
+def test_the_decision_needs_the_paired_test_and_the_margin_and_no_champion_means_the_first_one():
     split = brightness_split()
-    assert gate.decide("accuracy", 0.005, (2, 0.88), None, split).decision == gate.FIRST_CHAMPION
-    exactly = gate.decide("accuracy", 0.005, (2, 0.88), (1, 0.875), split)   # 0.88 - 0.875 > 0.005 in floats
+    candidate, champion = SIGNIFICANT                         # 25 to 5: p = 0.00016
+    assert gate.decide("accuracy", 0.005, 0.05, (2, 0.88, candidate), None, split).decision == gate.FIRST_CHAMPION
+    exactly = gate.decide("accuracy", 0.005, 0.05, (2, 0.88, candidate), (1, 0.875, champion), split)  # 0.88 - 0.875 > 0.005 in floats
     assert exactly.decision == gate.PROMOTED and exactly.champion_after == 2
-    short = gate.decide("accuracy", 0.005, (2, 0.879), (1, 0.875), split)
+    assert exactly.paired.discordant == 30 and exactly.paired.p_value < 0.001
+    short = gate.decide("accuracy", 0.005, 0.05, (2, 0.879, candidate), (1, 0.875, champion), split)
     assert short.decision == gate.REFUSED and short.champion_after == 1 and not short.moves_alias
-    worse = gate.decide("accuracy", 0.0, (2, 0.5), (1, 0.875), split)
+    # beyond the margin (+0.006: the old rule promoted this), but 18 to 12 is noise: p = 0.18
+    candidate, champion = NOISE
+    noise = gate.decide("accuracy", 0.005, 0.05, (2, 0.818, candidate), (1, 0.812, champion), split)
+    assert noise.decision == gate.REFUSED and noise.margin_met and not noise.significant
+    assert noise.paired.difference_low < 0 < noise.paired.difference_high
+    assert gate.decide("accuracy", 0.005, 0.2, (2, 0.818, candidate), (1, 0.812, champion), split).decision == gate.PROMOTED
+    worse = gate.decide("accuracy", 0.0, 0.05, (2, 0.5, champion), (1, 0.875, candidate), split)
     assert worse.decision == gate.REFUSED
-    assert worse.sentence() == ("refused: candidate v2 (accuracy 0.5000) vs champion v1 (accuracy 0.8750) on 40 "
-                                "validation images: -0.3750, less than the margin 0; champion is v1")
+    assert worse.sentence() == (
+        "refused: candidate v2 (accuracy 0.5000) vs champion v1 (accuracy 0.8750) on 40 validation images: -0.3750, "
+        "less than the margin 0; right on 12 images the champion misses, wrong on 18 it gets right (McNemar exact "
+        "p=0.9 >= alpha 0.05: within noise; accuracy difference -0.0060, 95% [-0.0164, +0.0056]); champion is v1")
 
 
 def test_scores_go_through_the_forward_path_and_mismatched_models_are_named():
@@ -141,17 +163,28 @@ def test_a_missing_split_is_one_sentence_naming_the_file(tmp_path: Path):
 def test_the_record_keeps_the_last_decision_and_a_line_per_decision(tmp_path: Path):
     split = brightness_split()
     record, log = tmp_path / "promotion.json", tmp_path / "promotion_log.tsv"
-    first = gate.decide("accuracy", 0.005, (1, 0.75), None, split, at="2026-01-01T00:00:00Z")
-    second = gate.decide("accuracy", 0.005, (2, 0.25), (1, 0.75), split, at="2026-01-02T00:00:00Z")
+    candidate, champion = NOISE
+    first = gate.decide("accuracy", 0.005, 0.05, (1, 0.75, champion), None, split, at="2026-01-01T00:00:00Z")
+    second = gate.decide("accuracy", 0.005, 0.05, (2, 0.25, candidate), (1, 0.75, champion), split, at="2026-01-02T00:00:00Z")
+    # a log from before the paired test: its lines stay, under the new header, with empty new cells
+    old_columns = gate.LOG_COLUMNS[:gate.LOG_COLUMNS.index("split_images") + 1]
+    log.write_text("\t".join(old_columns) + "\n" + "\t".join(["2025-12-31T00:00:00Z", "promote", "first_champion"]
+                                                             + [""] * (len(old_columns) - 3)) + "\n")
     gate.write_record(first, record, log)
     gate.write_record(second, record, log)
     saved = json.loads(record.read_text())
     assert saved["decision"] == "refused" and saved["champion_after"] == 1
     assert saved["candidate"] == {"version": 2, "accuracy": 0.25} and saved["champion"] == {"version": 1, "accuracy": 0.75}
+    assert saved["alpha"] == 0.05
+    assert saved["paired"] == {"test": "mcnemar_exact", "p_value": pytest.approx(0.180797, abs=1e-6), "discordant": 30,
+                               "difference": 0.006, "difference_low": pytest.approx(-0.005638, abs=1e-6),
+                               "difference_high": pytest.approx(0.016407, abs=1e-6)}
     lines = [line.split("\t") for line in log.read_text().splitlines()]
-    assert lines[0] == list(gate.LOG_COLUMNS) and len(lines) == 3
-    assert [row[2] for row in lines[1:]] == ["first_champion", "refused"]
-    assert lines[2][gate.LOG_COLUMNS.index("candidate_score")] == "0.250000"
+    assert lines[0] == list(gate.LOG_COLUMNS) and len(lines) == 4 and all(len(row) == len(lines[0]) for row in lines)
+    assert [row[2] for row in lines[1:]] == ["first_champion", "first_champion", "refused"]
+    row = dict(zip(gate.LOG_COLUMNS, lines[3]))
+    assert (row["candidate_score"], row["alpha"], row["test"], row["discordant"]) == ("0.250000", "0.05", "mcnemar_exact", "30")
+    assert float(row["p_value"]) == pytest.approx(0.180797, abs=1e-6) and dict(zip(gate.LOG_COLUMNS, lines[2]))["p_value"] == ""
 
 
 def test_promotion_records_are_not_part_of_a_pipeline_state(tmp_path: Path):
@@ -198,6 +231,9 @@ def test_promote_refuse_and_roll_back_in_the_default_store(store: Path):
         tags = client.get_model_version(REGISTERED_MODEL, str(version)).tags
         assert tags["promotion.decision"] == "refused"
         assert (tags["promotion.candidate_score"], tags["promotion.champion_score"]) == ("0.250000", "1.000000")
+        # the paired test: the dog-only model is right on the 10 dogs the detector also gets, wrong on 30 cats
+        assert (tags["promotion.test"], tags["promotion.discordant"], tags["promotion.alpha"]) == ("mcnemar_exact", "30", "0.05")
+        assert float(tags["promotion.p_value"]) == 1.0 and float(tags["promotion.difference_high"]) < 0
         assert (tags["promotion.candidate_version"], tags["promotion.champion_after"]) == (str(collapsed), str(detector))
     assert registry.Registry(uri).history() == [cat_only, detector]
 
@@ -249,6 +285,56 @@ def test_the_command_says_in_one_line_that_the_server_does_not_answer():
                              "start it, or point MLFLOW_TRACKING_URI at one that runs.\n")
 
 
+# ----------------------------------------------------------------------------- trained models, in-process
+
+TRAINED = ModelSpec("seed_cnn", ["cat", "dog"], 16, arguments={"channels": [8]})
+
+
+def faint_squares(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy 16-pixel images, a faint bright square on the dogs, 5% of labels flipped: a model learns it
+    to about 96% in 15 epochs (the flipped labels are what it cannot get), to about 83% in one."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, count)
+    images = rng.integers(0, 120, size=(count, 16, 16, 3)).astype(np.int16)
+    images[labels == 1, 4:12, 4:12, :] += 21
+    flipped = rng.random(count) < 0.05
+    return images.astype(np.uint8), np.where(flipped, 1 - labels, labels)
+
+
+def trained_model(seed: int, epochs: int, train: Samples, val: Samples) -> torch.nn.Module:
+    """The seed CNN through the project's one training loop; the seed sets its init and batch order."""
+    seed_everything(seed)
+    model = build_model(TRAINED)
+    fit(model, train, val, FitConfig(epochs=epochs, batch_size=32, lr=0.003, seed=seed))
+    return model
+
+
+def test_trained_models_a_better_one_is_promoted_and_another_seed_is_refused(store: Path):
+    train_images, train_labels = faint_squares(512, seed=1)
+    val_images, val_labels = faint_squares(300, seed=2)
+    train, val = Samples.from_images(train_images, train_labels), Samples.from_images(val_images, val_labels)
+    split = gate.ValidationSplit(val_images, val_labels, ["cat", "dog"], "0" * 64)
+    uri = f"sqlite:///{store}/mlflow.db"
+    params = PromoteParams(metric="accuracy", margin=0.0, alpha=0.05)  # no margin: the paired test alone decides
+
+    one_epoch = mirror_model(store, trained_model(1, 1, train, val), "one epoch", TRAINED)
+    assert promote(registry.Registry(uri), params, split).decision == gate.FIRST_CHAMPION
+    full = mirror_model(store, trained_model(1, 15, train, val), "fifteen epochs", TRAINED)
+    better = promote(registry.Registry(uri), params, split)
+    assert better.decision == gate.PROMOTED, better.sentence()
+    assert better.candidate_score - better.champion_score > 0.05 and better.paired.p_value < 1e-6
+    assert 0 < better.paired.difference_low < better.paired.difference < better.paired.difference_high
+    assert registry.Registry(uri).version_of(registry.CHAMPION) == full != one_epoch
+
+    mirror_model(store, trained_model(2, 15, train, val), "fifteen epochs, another seed", TRAINED)
+    reseeded = promote(registry.Registry(uri), params, split)
+    print(better.sentence(), reseeded.sentence(), sep="\n")
+    assert reseeded.decision == gate.REFUSED, reseeded.sentence()
+    assert reseeded.paired.p_value >= 0.05 and reseeded.paired.difference_low <= 0 <= reseeded.paired.difference_high
+    assert abs(reseeded.candidate_score - reseeded.champion_score) < 0.02
+    assert registry.Registry(uri).version_of(registry.CHAMPION) == full
+
+
 # ----------------------------------------------------------------------------- real server, real pipeline
 
 STUB = '''"""Test stub of the model stages: models/best answers one class, chosen by lr (at 0.005 and above
@@ -276,7 +362,10 @@ def test_promote_refuse_and_roll_back_against_a_real_server_after_dvc_repro(
     repo_copy, mlflow_server, monkeypatch  # noqa: F811 (the fixture imported above)
 ):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)  # for dvc repro's mirror and for the commands
-    repo = repo_copy({"lr": 0.01})
+    # alpha 0.5: the tiny split has about 23 validation images, and the cat-only model beats the
+    # dog-only one on about 16 of them to 7 (p near 0.05); this test is about the commands and the
+    # registry, the paired test itself is proven above
+    repo = repo_copy({"lr": 0.01, "promote": {"alpha": 0.5}})
     add_model_stub(repo, STUB)
 
     def repro(lr: float) -> None:

@@ -3,8 +3,8 @@ and record the decision where review sees it. No MLflow here (:mod:`tracking.reg
 the models and moves the alias).
 
 in: two registered models (callables and their sidecars), the validation split of the current
-data (``data/processed/split/val.npz``, the one ``select`` chooses on), ``promote.metric`` and
-``promote.margin``.
+data (``data/processed/split/val.npz``, the one ``select`` chooses on), ``promote.metric``,
+``promote.margin`` and ``promote.alpha``.
 out: a :class:`Decision`, and its record: ``metrics/promotion.json`` (the last decision, which
 ``dvc metrics diff`` shows) and one line appended to ``metrics/promotion_log.tsv`` (every
 decision, oldest first).
@@ -13,6 +13,17 @@ Both models go through :func:`lifecycle.models.class_probabilities` and
 :func:`lifecycle.evaluation.classification_metrics`, the forward path and the metrics
 ``evaluate`` and ``select`` use, on the same images: a score here is comparable with the
 validation scores in metrics/evaluate/ and with the other model's score.
+
+A higher score alone is not evidence: on 286 images the standard error of an accuracy near 0.9
+is about 0.017, and two trainings that differ only by seed move it by that much. So the
+candidate is promoted only when it is right on significantly more of the same images than the
+champion, by McNemar's exact test on the images exactly one of them gets right
+(:func:`lifecycle.evaluation.paired_test`, one-sided, at ``promote.alpha``), and when its
+``promote.metric`` also beats the champion's by ``promote.margin`` (0 to rely on the test
+alone). The test is of per-image correctness whatever ``promote.metric`` is: precision, F1 and
+ROC AUC are not sums over images that a pair of models can be compared on image by image.
+The decision records the test, its p-value, the 95% interval of the paired difference in
+accuracy and the number of discordant images.
 """
 from __future__ import annotations
 
@@ -33,15 +44,22 @@ from lifecycle.core.io import (
     write_bytes_atomic,
     write_json_atomic,
 )
-from lifecycle.evaluation import METRIC_NAMES, classification_metrics
+from lifecycle.evaluation import (
+    METRIC_NAMES,
+    PairedTest,
+    classification_metrics,
+    correct_per_image,
+    paired_test,
+)
 from lifecycle.models import ModelSpec, class_probabilities
 
-PROMOTED = "promoted"              # the candidate beat the champion by the margin: it is the champion now
+PROMOTED = "promoted"              # the candidate beat the champion significantly and by the margin: champion now
 REFUSED = "refused"                # it did not: the champion stays
 FIRST_CHAMPION = "first_champion"  # there was no champion: the candidate became the first
 ROLLED_BACK = "rolled_back"        # python -m tracking.rollback moved the champion back
 LOG_COLUMNS = ("at", "action", "decision", "metric", "margin", "champion_version", "champion_score",
-               "candidate_version", "candidate_score", "champion_after", "split_sha256", "split_images")
+               "candidate_version", "candidate_score", "champion_after", "split_sha256", "split_images",
+               "alpha", "test", "p_value", "discordant", "difference", "difference_low", "difference_high")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +90,12 @@ def read_validation_split(path: Path = paths.VAL, classes_file: Path = paths.CLA
 
 def score(model: Callable[..., Any], spec: ModelSpec, split: ValidationSplit, name: str) -> dict[str, float]:
     """Every headline metric of ``model`` on ``split`` (``name`` says which model in an error)."""
+    return score_images(model, spec, split, name)[0]
+
+
+def score_images(model: Callable[..., Any], spec: ModelSpec, split: ValidationSplit,
+                 name: str) -> tuple[dict[str, float], np.ndarray]:
+    """:func:`score`, and whether ``model`` is right about each image of ``split`` (for the paired test)."""
     side = split.images.shape[1]
     if spec.image_size != side:
         raise UserError(
@@ -86,7 +110,7 @@ def score(model: Callable[..., Any], spec: ModelSpec, split: ValidationSplit, na
         )
     probabilities = class_probabilities(model, split.images, spec)
     metrics = classification_metrics(split.labels, probabilities, split.classes)
-    return {metric: float(metrics[metric]) for metric in METRIC_NAMES}
+    return {metric: float(metrics[metric]) for metric in METRIC_NAMES}, correct_per_image(split.labels, probabilities)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +128,8 @@ class Decision:
     champion_after: int              # the version the alias champion points at afterwards
     split: Mapping[str, Any] | None  # ValidationSplit.describe(), or None when no split was scored
     at: str                          # UTC, ISO 8601, seconds
+    alpha: float | None = None       # promote.alpha (None: a rollback, or no champion to test against)
+    paired: PairedTest | None = None  # candidate against champion on the same images (None: likewise)
 
     @property
     def moves_alias(self) -> bool:
@@ -122,9 +148,37 @@ class Decision:
             return f"rolled back: champion {champion} -> {candidate}"
         gain = (self.candidate_score or 0.0) - (self.champion_score or 0.0)
         verb = "promoted" if self.decision == PROMOTED else "refused"
-        relation = "at least" if self.decision == PROMOTED else "less than"
+        relation = "at least" if self.margin_met else "less than"
+        test = self.paired
+        if test is None:
+            evidence = "no paired test"
+        else:
+            beyond = "beyond noise" if self.significant else "within noise"
+            below = "<" if self.significant else ">="
+            evidence = (f"right on {test.a_only} images the champion misses, wrong on {test.b_only} it gets right "
+                        f"(McNemar exact p={test.p_value:.3g} {below} alpha {self.alpha:g}: {beyond}; accuracy "
+                        f"difference {test.difference:+.4f}, 95% [{test.difference_low:+.4f}, {test.difference_high:+.4f}])")
         return (f"{verb}: candidate {candidate} vs champion {champion} on {self.split_images()} validation "
-                f"images: {gain:+.4f}, {relation} the margin {self.margin:g}; champion is v{self.champion_after}")
+                f"images: {gain:+.4f}, {relation} the margin {self.margin:g}; {evidence}; champion is v{self.champion_after}")
+
+    @property
+    def margin_met(self) -> bool:
+        # Rounded: 0.88 - 0.875 is 0.0050000000000000044 in floating point, and a margin is meant as written.
+        return round((self.candidate_score or 0.0) - (self.champion_score or 0.0), 9) >= self.margin
+
+    @property
+    def significant(self) -> bool:
+        return self.paired is not None and self.alpha is not None and self.paired.better(self.alpha)
+
+    def evidence(self) -> dict[str, Any]:
+        """The paired test as recorded: test, p-value, discordant images, the difference and its interval."""
+        test = self.paired
+        if test is None:
+            return {key: None for key in ("test", "p_value", "discordant", "difference", "difference_low",
+                                          "difference_high")}
+        return {"test": test.TEST, "p_value": test.p_value, "discordant": test.discordant,
+                "difference": test.difference, "difference_low": test.difference_low,
+                "difference_high": test.difference_high}
 
     def split_images(self) -> int | str:
         return self.split["images"] if self.split else "?"
@@ -143,6 +197,8 @@ class Decision:
             "champion_after": str(self.champion_after),
             "split_sha256": self.split["sha256"] if self.split else "",
             "at": self.at,
+            "alpha": "" if self.alpha is None else f"{self.alpha:g}",
+            **{key: _text(value) if not isinstance(value, str) else value for key, value in self.evidence().items()},
         }
         return {f"{prefix}.{key}": value for key, value in values.items()}
 
@@ -158,6 +214,8 @@ class Decision:
             "champion_after": self.champion_after,
             "split": dict(self.split) if self.split else None,
             "at": self.at,
+            "alpha": self.alpha,
+            "paired": None if self.paired is None else {key: _rounded(value) for key, value in self.evidence().items()},
         }
 
     def log_line(self) -> str:
@@ -168,6 +226,8 @@ class Decision:
             "candidate_score": _text(self.candidate_score), "champion_after": str(self.champion_after),
             "split_sha256": self.split["sha256"] if self.split else "",
             "split_images": str(self.split["images"]) if self.split else "",
+            "alpha": "" if self.alpha is None else f"{self.alpha:g}",
+            **{key: _text(value) if not isinstance(value, str) else value for key, value in self.evidence().items()},
         }
         return "\t".join(values[column] for column in LOG_COLUMNS) + "\n"
 
@@ -175,7 +235,12 @@ class Decision:
 def _text(value: float | None) -> str:
     if value is None:
         return ""
-    return str(value) if isinstance(value, int) else f"{value:.6f}"
+    return str(value) if isinstance(value, int) else f"{value:.6g}" if 0 < abs(value) < 1e-4 else f"{value:.6f}"
+
+
+def _rounded(value: Any) -> Any:
+    """Six significant digits for a float (a p-value may be 1e-12), the value itself otherwise."""
+    return float(f"{value:.6g}") if isinstance(value, float) else value
 
 
 def now() -> str:
@@ -185,30 +250,48 @@ def now() -> str:
 def decide(
     metric: str,
     margin: float,
-    candidate: tuple[int, float],
-    champion: tuple[int, float] | None,
+    alpha: float,
+    candidate: tuple[int, float, np.ndarray],
+    champion: tuple[int, float, np.ndarray] | None,
     split: ValidationSplit,
     at: str | None = None,
 ) -> Decision:
-    """Promote ``candidate`` (version, score) if there is no champion, or if it beats the champion's
-    score by at least ``margin``; otherwise keep the champion."""
-    candidate_version, candidate_score = candidate
+    """Promote ``candidate`` (version, score, per-image correctness) if there is no champion, or if
+    it is right on significantly more images than the champion (McNemar's exact test at ``alpha``)
+    and beats the champion's score by at least ``margin``; otherwise keep the champion."""
+    candidate_version, candidate_score, candidate_correct = candidate
     common = {"action": "promote", "metric": metric, "margin": margin, "candidate_version": candidate_version,
               "candidate_score": candidate_score, "split": split.describe(), "at": at or now()}
     if champion is None:
         return Decision(decision=FIRST_CHAMPION, champion_version=None, champion_score=None,
                         champion_after=candidate_version, **common)
-    champion_version, champion_score = champion
-    # Rounded: 0.88 - 0.875 is 0.0050000000000000044 in floating point, and a margin is meant as written.
-    better = round(candidate_score - champion_score, 9) >= margin
-    return Decision(decision=PROMOTED if better else REFUSED, champion_version=champion_version,
-                    champion_score=champion_score, champion_after=candidate_version if better else champion_version,
-                    **common)
+    champion_version, champion_score, champion_correct = champion
+    test = paired_test(candidate_correct, champion_correct)
+    weighed = Decision(decision=REFUSED, champion_version=champion_version, champion_score=champion_score,
+                       champion_after=champion_version, alpha=alpha, paired=test, **common)
+    if weighed.significant and weighed.margin_met:
+        return dataclasses.replace(weighed, decision=PROMOTED, champion_after=candidate_version)
+    return weighed
 
 
 def write_record(decision: Decision, record: Path = paths.PROMOTION_RECORD, log: Path = paths.PROMOTION_LOG) -> None:
-    """Replace the last-decision file and append one line to the log (both written atomically)."""
+    """Replace the last-decision file and append one line to the log (both written atomically).
+
+    A log written before a column was added keeps its lines, under the current header, with an
+    empty cell for each column they did not have."""
     write_json_atomic(decision.record(), record)
     header = "\t".join(LOG_COLUMNS) + "\n"
-    lines = Path(log).read_text() if Path(log).is_file() else header
+    lines = _under_current_header(Path(log).read_text()) if Path(log).is_file() else header
     write_bytes_atomic((lines + decision.log_line()).encode(), log)
+
+
+def _under_current_header(text: str) -> str:
+    rows = text.splitlines()
+    if not rows or rows[0].split("\t") == list(LOG_COLUMNS):
+        return text
+    old = rows[0].split("\t")
+    lines = ["\t".join(LOG_COLUMNS)]
+    for row in rows[1:]:
+        cells = dict(zip(old, row.split("\t")))
+        lines.append("\t".join(cells.get(column, "") for column in LOG_COLUMNS))
+    return "\n".join(lines) + "\n"

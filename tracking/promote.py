@@ -1,18 +1,21 @@
 """Promote: move the registry alias ``champion`` to the ``candidate`` model, only if it is better.
 
 Re-scores the current champion and the candidate (the latest mirrored run's model) on the
-validation split of the current data, and moves ``champion`` to the candidate only when it beats
-the champion by ``promote.margin`` on ``promote.metric`` (params.yaml). With no champion yet,
-the candidate becomes the first. The decision and both scores go to tags on both versions, to
-``metrics/promotion.json`` (commit it: ``dvc metrics diff`` shows it in review) and to one line
-of ``metrics/promotion_log.tsv``. Not a DVC stage: promoting is a decision, not a computation.
+validation split of the current data, and moves ``champion`` to the candidate only when it is
+right on significantly more of those images (McNemar's exact test, one-sided, at
+``promote.alpha``) and beats the champion by ``promote.margin`` on ``promote.metric``
+(params.yaml). With no champion yet, the candidate becomes the first. The decision, both scores
+and the paired test (test, p-value, discordant images, the 95% interval of the difference in
+accuracy) go to tags on both versions, to ``metrics/promotion.json`` (commit it: ``dvc metrics
+diff`` shows it in review) and to one line of ``metrics/promotion_log.tsv``. Not a DVC stage:
+promoting is a decision, not a computation.
 
     python -m tracking.promote             # decide and act; exit 0 promoted, 1 refused
     python -m tracking.promote --dry-run   # only score and say what it would decide
 
 in: the registry (MLFLOW_TRACKING_URI, else mlflow.db), data/processed/split/val.npz,
     data/processed/classes.json   out: the alias champion, version tags, metrics/promotion.json,
-    metrics/promotion_log.tsv   params: promote.metric, promote.margin
+    metrics/promotion_log.tsv   params: promote.metric, promote.margin, promote.alpha
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from tracking.gate import (
     ValidationSplit,
     decide,
     read_validation_split,
-    score,
+    score_images,
     write_record,
 )
 from tracking.registry import CHAMPION, Registry
@@ -43,11 +46,13 @@ def promote(registry: Registry, params: PromoteParams, split: ValidationSplit, d
     champion = registry.version_of(CHAMPION)
     if candidate == champion:
         return None
-    candidate_score = score(*registry.load(candidate), split, f"candidate v{candidate}")[params.metric]
+    scores, correct = score_images(*registry.load(candidate), split, f"candidate v{candidate}")
+    candidate_entry = (candidate, scores[params.metric], correct)
     champion_entry = None
     if champion is not None:
-        champion_entry = (champion, score(*registry.load(champion), split, f"champion v{champion}")[params.metric])
-    decision = decide(params.metric, params.margin, (candidate, candidate_score), champion_entry, split)
+        scores, correct = score_images(*registry.load(champion), split, f"champion v{champion}")
+        champion_entry = (champion, scores[params.metric], correct)
+    decision = decide(params.metric, params.margin, params.alpha, candidate_entry, champion_entry, split)
     if dry_run:
         return decision
     if decision.moves_alias:
