@@ -15,7 +15,10 @@ The report holds three sections, each computed by DVC from git alone (metrics an
 are committed, ``cache: false``), so it works offline and on a fresh CI checkout:
 
 - params: ``dvc params diff <base> --md``, the knobs the change turned;
-- metrics: ``dvc metrics diff <base> --md``, what they did to the numbers;
+- metrics: ``dvc metrics diff <base> --md``, what they did to the numbers, and below it each
+  changed headline metric marked beyond or within noise: whether the new value lies inside
+  base's 95% interval (``<metric>_low``/``_high``; the rule is scripts/noise.py's, the one
+  ``python -m scripts.reproduce_check`` uses);
 - plots: ``dvc plots diff <base> --json``, reduced to the plots whose data changed, each with
   a small table of what moved (every row when the data is short, the last, lowest and
   highest value of each numeric column when it is a long curve), and with ``--plots-dir`` an
@@ -41,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file, f
 
 from lifecycle.core.errors import UserError, run_stage  # noqa: E402
 from lifecycle.core.io import write_bytes_atomic  # noqa: E402
+from scripts.noise import BEYOND, has_intervals, interval_text, judge, metrics_diff  # noqa: E402
 from scripts.pr_plots import file_stem, render_vega  # noqa: E402
 
 MARKER = "<!-- dvc-pr-report -->"  # lets the workflow update its own comment instead of adding one per push
@@ -98,6 +102,28 @@ def params_section(repo: Path, base: str, head: str | None = None) -> str:
 
 def metrics_section(repo: Path, base: str, head: str | None = None) -> str:
     return _dvc_section(repo, ["metrics", "diff", *revisions(base, head), "--md"], "_No metric changed._")
+
+
+def noise_section(repo: Path, base: str, head: str | None = None) -> str:
+    """Each changed headline metric, marked beyond or within noise against base's interval."""
+    try:
+        diff = metrics_diff(repo, base, head)
+    except UserError as error:
+        print(f"warning: {error}", file=sys.stderr)
+        return f"> :warning: {error}"
+    if not has_intervals(diff, "old"):
+        return f"_`{base}`'s metrics carry no intervals, so no change can be judged against its noise._"
+    judgements = judge(diff)
+    changed = [j for j in judgements if j.new != j.old]
+    if not changed:
+        return f"_No headline metric changed ({len(judgements)} compared)._"
+    beyond = sum(j.verdict == BEYOND for j in changed)
+    rows = [[f"`{j.file}:{j.key}`", _cell(j.old), interval_text(j), _cell(j.new),
+             "-" if j.new is None else f"{j.new - j.old:+.4f}",
+             f"**{j.verdict}**" if j.verdict != "within noise" else j.verdict] for j in changed]
+    table = _markdown(["headline metric", base, f"{base}'s 95% interval", head or WORKSPACE, "change", "noise"], rows)
+    return (f"{len(changed)} of {len(judgements)} headline metrics changed, {beyond} beyond noise (the new value "
+            f"outside `{base}`'s 95% interval):\n\n{table}")
 
 
 def plot_changes(repo: Path, base: str, head: str | None = None) -> tuple[list[PlotChange], list[str], list[str]]:
@@ -299,6 +325,7 @@ def build_report(repo: Path, base: str, head: str | None = None, plots_url: str 
         params_section(repo, base, head),
         "### Metrics",
         metrics_section(repo, base, head),
+        noise_section(repo, base, head),
         "### Plots",
         plots_section(changes, unchanged, errors, plots_url),
     ]

@@ -27,7 +27,9 @@ STEP = textwrap.dedent('''\
     params = yaml.safe_load(open("params.yaml"))
     lr, epochs = params["lr"], params["train"]["epochs"]
     out = pathlib.Path("metrics"); out.mkdir(exist_ok=True)
-    (out / "score.json").write_text(json.dumps({"accuracy": round(0.5 + lr, 4), "loss": round(1 - lr, 4)}))
+    (out / "score.json").write_text(json.dumps({"accuracy": round(0.5 + lr, 4), "loss": round(1 - lr, 4),
+        "accuracy_low": round(0.45 + lr, 4), "accuracy_high": round(0.55 + lr, 4),   # intervals, as evaluate writes
+        "loss_low": round(0.8 - lr, 4), "loss_high": round(1.2 - lr, 4)}))
     (out / "curve.csv").write_text("epoch,loss\\n" + "".join(f"{e},{round((1 - lr) / (e + 1), 4)}\\n" for e in range(epochs)))
     (out / "long.csv").write_text("step,value\\n" + "".join(f"{s},{round(lr * s, 4)}\\n" for s in range(30)))
     (out / "static.csv").write_text("x,y\\n0,1\\n1,2\\n")
@@ -131,6 +133,16 @@ def test_the_report_holds_the_params_and_metrics_diffs_with_old_and_new_values(t
     assert ["metrics/score.json", "accuracy", "0.6", "0.7", "0.1"] in metrics
     assert ["metrics/score.json", "loss", "0.9", "0.8", "-0.1"] in metrics
     assert "`workspace`" in report and "`main`" in report
+
+
+def test_each_changed_headline_metric_is_marked_beyond_or_within_noise(tiny_repo):
+    """accuracy 0.6 [0.55, 0.65] -> 0.7 is beyond main's interval; loss 0.9 [0.7, 1.1] -> 0.8 within it."""
+    metrics = section(tiny_repo.report("--base", "main").stdout, "Metrics")
+    assert "2 of 2 headline metrics changed, 1 beyond noise" in metrics
+    rows = table_rows(metrics)
+    assert ["`metrics/score.json:accuracy`", "0.6", "[0.5500, 0.6500]", "0.7", "+0.1000", "**beyond noise**"] in rows
+    assert ["`metrics/score.json:loss`", "0.9", "[0.7000, 1.1000]", "0.8", "-0.1000", "within noise"] in rows
+    assert "_No headline metric changed (2 compared)._" in tiny_repo.report("--base", "change", "--head", "change").stdout
 
 
 def test_the_report_lists_the_changed_plots_with_what_moved(tiny_repo):
