@@ -65,7 +65,7 @@ def main() -> None:
     correct = {name: correct_from_confusion_rows(pd.read_csv(paths.evaluation_plots(name) / "confusion_val.csv"))
                for name in (chosen, second)}
     test = paired_test(correct[chosen], correct[second])
-    against = {"model": second, "test": test.TEST, "p_value": round(test.p_value, 6), "discordant": test.discordant,
+    against = {"model": second, "paired_test": test.TEST, "p_value": round(test.p_value, 6), "discordant": test.discordant,
                "beyond_noise": test.better(params.alpha)}
     write_json_atomic({"best": {"model": chosen, **headline, "runner_up": against}}, paths.METRICS / "select.json")
     candidates = {name: reports[name]["val"][params.metric] for name in CANDIDATES}

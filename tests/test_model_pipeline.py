@@ -77,7 +77,7 @@ def test_pipeline_reproduces_and_an_experiment_reruns_only_train_and_its_descend
     assert selected["model"] == best["info"]["source"] and selected["test"] == best["info"]["test"]
     against = selected["runner_up"]  # the paired test against the runner-up, on the same validation images
     assert against["model"] in {"train", "finetune", "transfer"} - {selected["model"]}
-    assert against["test"] == "mcnemar_exact" and 0.0 <= against["p_value"] <= 1.0
+    assert against["paired_test"] == "mcnemar_exact" and 0.0 <= against["p_value"] <= 1.0
     assert against["beyond_noise"] == (against["p_value"] < 0.05)
     plots = json.loads(repo.dvc("plots", "show", "--json").stdout)
     assert not plots.get("errors")
