@@ -6,7 +6,7 @@ validation accuracy is kept.
 in: models/pretrain/<finetune.architecture>, data/processed/train_balanced.npz, data/processed/split/val.npz,
     data/processed/classes.json
 out: models/finetune/{model.pt,model.json}, metrics/finetune/ (DVCLive)
-params: seed, finetune.*, augment.{hflip,rotation,crop_scale,brightness,contrast,saturation,hue}
+params: model_seed, finetune.*, augment.{hflip,rotation,crop_scale,brightness,contrast,saturation,hue}
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from lifecycle.training.stage import fit_stage
 
 def main() -> None:
     pipeline = load_params()
-    params, augment, seed = pipeline.finetune, pipeline.augment, pipeline.seed
+    params, augment, seed = pipeline.finetune, pipeline.augment, pipeline.model_seed
     check_architecture(params.architecture, "finetune.architecture", allow_seed_cnn=False)
     classes = read_json(paths.CLASSES)
     backbone = paths.PRETRAINED / params.architecture
@@ -52,7 +52,7 @@ def main() -> None:
             transform=Augmenting(augment) if params.augment else None,
             param_groups=finetune_groups(model, params.lr_backbone, params.lr_head),
             info={"backbone": pretrained.info.get("weights", "pretext"),
-                  "params": {"finetune": params.model_dump(), "seed": seed,
+                  "params": {"finetune": params.model_dump(), "model_seed": seed,
                              "augment": augment.training_keys() if params.augment else None}},
         )
 

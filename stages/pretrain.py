@@ -6,7 +6,7 @@ random initialisation. One backbone per architecture that finetune or transfer n
 
 in: data/processed/split/train.npz, data/processed/split/val.npz (images only, labels unused), data/processed/classes.json
 out: models/pretrain/<architecture>/{model.pt,model.json}, metrics/pretrain/ (DVCLive, pretext task)
-params: seed, pretrain.*, finetune.architecture, transfer.architecture,
+params: model_seed, pretrain.*, finetune.architecture, transfer.architecture,
         augment.{hflip,rotation,crop_scale,brightness,contrast,saturation,hue}
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ from lifecycle.training.stage import fit_stage
 
 def main() -> None:
     pipeline = load_params()
-    params, augment, seed = pipeline.pretrain, pipeline.augment, pipeline.seed
+    params, augment, seed = pipeline.pretrain, pipeline.augment, pipeline.model_seed
     check_architecture(pipeline.finetune.architecture, "finetune.architecture", allow_seed_cnn=False)
     check_architecture(pipeline.transfer.architecture, "transfer.architecture", allow_seed_cnn=False)
     architectures = sorted({pipeline.finetune.architecture, pipeline.transfer.architecture})
@@ -58,7 +58,7 @@ def main() -> None:
                 continue
             if params.weights == "none":
                 spec = ModelSpec(architecture=architecture, classes=list(classes["classes"]), image_size=image_size,
-                                 info={"weights": "none", "seed": seed})
+                                 info={"weights": "none", "model_seed": seed})
                 model = stage.seeded(lambda: build_model(spec), seed)
                 check_image_size(model, architecture, image_size)
                 if stage.cluster.is_main:
@@ -82,7 +82,7 @@ def main() -> None:
                 prepare=image_preparer(spec.mean, spec.std),
                 transform=RotationPretext(Augmenting(augment) if params.augment else None),
                 info={"weights": "pretext", "task": "rotation",
-                      "params": {"pretrain": params.model_dump(), "seed": seed,
+                      "params": {"pretrain": params.model_dump(), "model_seed": seed,
                                  "augment": augment.training_keys() if params.augment else None}},
             )
             summary[architecture] = {"weights": "pretext", **stage.summary}

@@ -4,7 +4,7 @@ validation accuracy is kept. Runs as is or under ``torchrun --nproc_per_node N``
 
 in: data/processed/train_balanced.npz, data/processed/split/val.npz, data/processed/classes.json
 out: models/train/{model.pt,model.json}, metrics/train/ (DVCLive: per-epoch curves, kept epoch)
-params: seed, lr, epochs, batch_size, train.*, augment.{hflip,rotation,crop_scale,brightness,contrast,saturation,hue}
+params: model_seed, lr, epochs, batch_size, train.*, augment.{hflip,rotation,crop_scale,brightness,contrast,saturation,hue}
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from lifecycle.training.stage import fit_stage
 
 def main() -> None:
     pipeline = load_params()
-    params, augment, seed = pipeline.train, pipeline.augment, pipeline.seed
+    params, augment, seed = pipeline.train, pipeline.augment, pipeline.model_seed
     check_architecture(params.architecture, "train.architecture", allow_seed_cnn=True)
     classes = read_json(paths.CLASSES)
     train = read_arrays(paths.TRAIN_BALANCED)
@@ -50,7 +50,7 @@ def main() -> None:
             prepare=image_preparer(spec.mean, spec.std),
             transform=Augmenting(augment) if params.augment else None,
             info={"params": {"lr": pipeline.lr, "epochs": pipeline.epochs, "batch_size": pipeline.batch_size,
-                             "train": params.model_dump(), "seed": seed,
+                             "train": params.model_dump(), "model_seed": seed,
                              "augment": augment.training_keys() if params.augment else None}},
         )
 

@@ -6,7 +6,7 @@ network, so evaluate and serve use it like any other.
 
 in: data/processed/frozen_features.npz, models/pretrain/<transfer.architecture>, data/processed/classes.json
 out: models/transfer/{model.pt,model.json}, metrics/transfer/ (DVCLive)
-params: seed, transfer.*
+params: model_seed, transfer.*
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from lifecycle.training.stage import fit_stage
 
 def main() -> None:
     pipeline = load_params()
-    params, seed = pipeline.transfer, pipeline.seed
+    params, seed = pipeline.transfer, pipeline.model_seed
     classes = read_json(paths.CLASSES)
     backbone = paths.PRETRAINED / params.architecture
     pretrained = load_spec(backbone)
@@ -52,7 +52,7 @@ def main() -> None:
             saved=lambda trained: attach_head(load_backbone(backbone, len(spec.classes)), scaling.fold(trained.cpu())),
             info={"backbone": pretrained.info.get("weights", "pretext"),
                   "trained": "last layer only (frozen backbone features)",
-                  "params": {"transfer": params.model_dump(), "seed": seed}},
+                  "params": {"transfer": params.model_dump(), "model_seed": seed}},
         )
 
 

@@ -246,7 +246,8 @@ class PromoteParams(Section):
 class PipelineParams(Section):
     """The whole ``params.yaml``; top-level scalars are the knobs ``dvc exp run -S`` sweeps."""
 
-    seed: int = Field(42, ge=0)           # every random draw in the pipeline derives from it
+    seed: int = Field(42, ge=0)           # the data's random draws: synthetic images, splits, SMOTE, tune, bootstrap
+    model_seed: int = Field(42, ge=0)     # the models': initial weights and batch order (pretrain, train, finetune, transfer)
     lr: float = _learning_rate(0.001)     # train: Adam's learning rate
     epochs: int = Field(15, ge=1)         # train: passes over the training split
     batch_size: int = Field(32, ge=1)     # train: images per optimisation step, over all processes
