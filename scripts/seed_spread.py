@@ -23,8 +23,6 @@ from typing import Any
 
 SEED = "model_seed"
 HEADLINE = ("accuracy", "precision", "recall", "f1", "roc_auc")
-# Columns of `dvc exp show` that are not params or metrics.
-BOOKKEEPING = {"Experiment", "rev", "typ", "Created", "parent", "State", "Executor"}
 
 
 def is_headline(column: str) -> bool:
@@ -33,25 +31,35 @@ def is_headline(column: str) -> bool:
                                                       column.startswith(("best.", "metrics/select.json:best.")))
 
 
-def seed_runs(rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    """One row per ``model_seed`` among the baseline and the experiments that differ from it only there."""
+def seed_runs(rows: list[dict[str, Any]], params: set[str]) -> dict[int, dict[str, Any]]:
+    """One finished run per ``model_seed`` among the baseline and the experiments that differ
+    from it in ``model_seed`` alone (``params``: the param columns, ``lr``, ``train.channels``)."""
     baselines = [row for row in rows if row.get("typ") == "baseline"]
     if not baselines:
         raise SystemExit("error: no baseline among the experiments (run this inside the repository, at a commit).")
     baseline = baselines[0]
-    params = [column for column in baseline if column not in BOOKKEEPING and not is_metric(column, rows)]
+    others = sorted(params - {SEED})
     runs: dict[int, dict[str, Any]] = {}
     for row in rows:
         if row.get("typ") not in ("baseline", "branch_commit", "branch_base") or row.get(SEED) is None:
             continue
-        if row is not baseline and any(row.get(p) != baseline.get(p) for p in params if not p.endswith(SEED)):
+        if row.get("State") not in (None, "Success"):
+            continue  # queued, running or failed: no metrics to summarise yet
+        if any(row.get(name) != baseline.get(name) for name in others):
             continue  # another param changed too: not a seed sweep
         runs.setdefault(int(row[SEED]), row)
     return runs
 
 
-def is_metric(column: str, rows: list[dict[str, Any]]) -> bool:
-    return is_headline(column) or column.startswith("metrics/") or column.startswith("best.") or ":" in column
+def param_columns(document: dict[str, Any], prefix: str = "") -> set[str]:
+    """``params.yaml``'s keys as `dvc exp show` names its columns (``train.channels``)."""
+    names: set[str] = set()
+    for key, value in document.items():
+        if isinstance(value, dict) and value:
+            names |= param_columns(value, f"{prefix}{key}.")
+        else:
+            names.add(f"{prefix}{key}")
+    return names
 
 
 def spread(runs: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -62,10 +70,15 @@ def spread(runs: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
         values = [float(row[column]) for row in runs.values() if _number(row.get(column))]
         if len(values) < 2:
             continue
-        table.append({"metric": column.removeprefix("metrics/select.json:"), "seeds": len(values),
+        table.append({"metric": label(column), "seeds": len(values),
                       "mean": statistics.fmean(values), "std": statistics.stdev(values),
                       "min": min(values), "max": max(values)})
     return table
+
+
+def label(column: str) -> str:
+    """``metrics/evaluate/train.json:val.accuracy`` -> ``train val.accuracy``; ``best.val.f1`` stays."""
+    return column.removeprefix("metrics/select.json:").removeprefix("metrics/evaluate/").replace(".json:", " ")
 
 
 def _number(value: Any) -> bool:
@@ -85,8 +98,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
     args = parser.parse_args(argv)
     import dvc.api  # here: --help needs no DVC
+    import yaml
 
-    runs = seed_runs(dvc.api.exp_show())
+    from lifecycle.core.paths import PARAMS
+
+    runs = seed_runs(dvc.api.exp_show(), param_columns(yaml.safe_load(PARAMS.read_text())))
     if len(runs) < 2:
         print(f"error: {len(runs)} run(s) differing only by {SEED}; queue a sweep first: "
               f"dvc exp run --queue -S '{SEED}=range(1,6)' && dvc queue start", file=sys.stderr)

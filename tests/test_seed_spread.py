@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from scripts.seed_spread import is_headline, seed_runs, spread
+from scripts.seed_spread import is_headline, param_columns, seed_runs, spread
 from tests.test_model_pipeline import TINY_MODELS
 from tests.test_pipeline_data import stages_run
 
@@ -25,14 +25,17 @@ def test_only_runs_that_differ_by_model_seed_alone_are_summarised():
     rows = [row("baseline", 42, 0.90), row("branch_commit", 1, 0.88), row("branch_base", 2, 0.92),
             row("branch_commit", 3, 0.70, lr=0.5),        # another param changed too: not the seed's noise
             row("branch_commit", 1, 0.10)]                 # the same seed again: counted once
-    runs = seed_runs(rows)
+    rows.append({**row("branch_commit", 5, 0.99), "State": "Running"})  # not finished: no metrics yet
+    runs = seed_runs(rows, {"seed", "model_seed", "lr"})
     assert sorted(runs) == [1, 2, 42]
     table = {entry["metric"]: entry for entry in spread(runs)}
-    assert set(table) == {"metrics/evaluate/train.json:val.accuracy", "best.val.accuracy"}  # no interval columns
+    assert set(table) == {"train val.accuracy", "best.val.accuracy"}  # no interval columns
     accuracy = table["best.val.accuracy"]
     assert accuracy["seeds"] == 3 and accuracy["min"] == 0.88 and accuracy["max"] == 0.92
     assert accuracy["mean"] == pytest.approx(0.90) and accuracy["std"] == pytest.approx(0.02)
     assert not is_headline("metrics/evaluate/train.json:val.accuracy_high") and not is_headline("best.runner_up.p_value")
+    assert param_columns({"seed": 1, "train": {"lr": 0.1, "channels": [8]}, "tune": {"grid": {}}}) == {
+        "seed", "train.lr", "train.channels", "tune.grid"}
 
 
 @pytest.mark.slow
