@@ -3,6 +3,7 @@
     dvc exp run --queue -S 'model_seed=range(1,6)'   # five experiments; the data (seed) stays fixed
     dvc queue start -j 1 && dvc queue status           # ... wait until they finish
     python -m scripts.seed_spread                      # the spread over HEAD's experiments, one row per metric
+    python -m scripts.seed_spread --rev 18d4a3c        # ... over another commit's (experiments hang off the commit they ran from)
 
 Reads the experiments of ``HEAD`` (``dvc.api.exp_show``), keeps those whose params differ from
 the baseline's in ``model_seed`` alone (a sweep of anything else would mix its effect into
@@ -95,6 +96,7 @@ def markdown(table: Iterable[dict[str, Any]], seeds: list[int]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m scripts.seed_spread", description=__doc__.splitlines()[0])
+    parser.add_argument("--rev", default="HEAD", help="the commit the sweep's experiments were run from (default HEAD)")
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
     args = parser.parse_args(argv)
     import dvc.api  # here: --help needs no DVC
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from lifecycle.core.paths import PARAMS
 
-    runs = seed_runs(dvc.api.exp_show(), param_columns(yaml.safe_load(PARAMS.read_text())))
+    runs = seed_runs(dvc.api.exp_show(revs=args.rev), param_columns(yaml.safe_load(PARAMS.read_text())))
     if len(runs) < 2:
         print(f"error: {len(runs)} run(s) differing only by {SEED}; queue a sweep first: "
               f"dvc exp run --queue -S '{SEED}=range(1,6)' && dvc queue start", file=sys.stderr)
