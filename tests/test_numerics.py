@@ -138,3 +138,34 @@ def _torch_version() -> str:
     result = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"], capture_output=True,
                             text=True, check=True)
     return result.stdout.strip().split("+")[0]
+
+
+_SAVE = """
+import sys
+from pathlib import Path
+import lifecycle  # the numerics mode, before torch
+import numpy as np
+from lifecycle.models import ModelSpec, build_model
+from lifecycle.training.loop import FitConfig, Samples
+from lifecycle.training.stage import fit_stage
+out = Path(sys.argv[1])
+images = np.random.default_rng(0).integers(0, 256, (24, 16, 16, 3), dtype=np.uint8)
+samples = Samples.from_images(images, np.arange(24) % 2)
+spec = ModelSpec("seed_cnn", ["cat", "dog"], 16, arguments={"channels": [4]})
+with fit_stage("train", log_dir=out / "live") as stage:
+    model = stage.seeded(lambda: build_model(spec), 0)
+    stage.fit_and_save(model, samples, samples, FitConfig(epochs=1, batch_size=8, lr=0.01, seed=0), spec,
+                       out / "model", info={})
+"""
+
+
+@pytest.mark.parametrize("mode", ["native", "portable"])
+def test_the_sidecar_records_a_mode_other_than_native_and_nothing_of_the_machine(mode, tmp_path):
+    from lifecycle.models import SIDECAR_FILE
+
+    environment = {k: v for k, v in os.environ.items() if k not in _LIBRARY_VARIABLES}
+    subprocess.run([sys.executable, "-c", _SAVE, str(tmp_path)], cwd=ROOT, check=True, capture_output=True,
+                   env={**environment, numerics.ENVIRONMENT_VARIABLE: mode})
+    info = json.loads((tmp_path / "model" / SIDECAR_FILE).read_text())["info"]
+    assert info.get("numerics") == (None if mode == "native" else mode)  # native: the bytes of before
+    assert set(info) - {"numerics"} == {"stage", "best_epoch", "epochs", "train", "val", "world_size"}
