@@ -27,6 +27,7 @@ for _pair in sys.argv[2:]:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from lifecycle.core import numerics  # noqa: E402
 from lifecycle.models import ModelSpec, build_model  # noqa: E402
 from lifecycle.training.loop import FitConfig, Samples, fit  # noqa: E402
 from lifecycle.training.runtime import seed_everything  # noqa: E402
@@ -56,7 +57,7 @@ def main(architecture: str) -> None:
         digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
     print(json.dumps({"architecture": architecture, "sha256": digest.hexdigest()[:16],
                       "capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-                      "numerics": os.environ.get("LIFECYCLE_NUMERICS", "native")}))
+                      "numerics": numerics.current()}))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ def clean_environment(monkeypatch):
     for name in _LIBRARY_VARIABLES:  # set first, so that what apply() writes is undone after the test
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
+    monkeypatch.setattr(numerics, "_applied", numerics.current())  # and the mode this process applied
     return monkeypatch
 
 
@@ -54,15 +55,16 @@ def test_default_is_native_when_params_do_not_say(clean_environment, tmp_path):
 def test_native_sets_nothing_and_portable_sets_every_switch(clean_environment):
     before = dict(os.environ)
     assert numerics.apply("native") == "native"
-    assert {k: v for k, v in os.environ.items() if before.get(k) != v} == {numerics.ENVIRONMENT_VARIABLE: "native"}
-    assert numerics.adam_options() == {}
+    assert dict(os.environ) == before  # nothing, not even the mode: a child reads its own params.yaml
+    assert numerics.current() == "native" and numerics.adam_options() == {}
     clean_environment.setenv("ATEN_CPU_CAPABILITY", "avx512")  # a stray value must not break the guarantee
     clean_environment.setenv("OMP_NUM_THREADS", "4")           # nor the machine's core count
     numerics.apply("portable")
     assert {k: os.environ[k] for k in numerics.PORTABLE_ENVIRONMENT} == {
         "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE",
         "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
-    assert numerics.adam_options() == {"fused": True}
+    assert numerics.current() == "portable" and numerics.adam_options() == {"fused": True}
+    assert numerics.ENVIRONMENT_VARIABLE not in os.environ
 
 
 def test_an_unknown_mode_is_one_sentence_naming_its_source(clean_environment):

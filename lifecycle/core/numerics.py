@@ -47,6 +47,7 @@ PORTABLE_ENVIRONMENT = {
     "MKL_NUM_THREADS": str(PORTABLE_THREADS),
 }
 _PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+_applied: str = DEFAULT  # what apply() last set in this process
 
 
 def configured(params_file: Path | None = None) -> str:
@@ -71,22 +72,24 @@ def configured(params_file: Path | None = None) -> str:
 def apply(mode: str | None = None) -> str:
     """Put ``mode``'s switches in the environment (before torch loads) and return the mode.
 
-    An unknown mode raises ValueError naming the variable or key it came from. Also sets
-    ``$LIFECYCLE_NUMERICS`` so child processes (torchrun's workers, subprocesses) agree.
+    An unknown mode raises ValueError naming the variable or key it came from. The mode itself
+    is not written to ``$LIFECYCLE_NUMERICS``: a child process (a stage run by a test, in a
+    copy of the repository with other params) reads its own params.yaml, as torchrun's workers do.
     """
+    global _applied
     mode = mode or configured()
     if mode not in MODES:
         source = ENVIRONMENT_VARIABLE if os.environ.get(ENVIRONMENT_VARIABLE, "").strip() else "params.yaml: 'numerics'"
         raise ValueError(f"{source} is {mode!r}; it must be one of {', '.join(MODES)}")
     if mode == "portable":
         os.environ.update(PORTABLE_ENVIRONMENT)
-    os.environ[ENVIRONMENT_VARIABLE] = mode
+    _applied = mode
     return mode
 
 
 def current() -> str:
     """The mode this process applied (native if the package never applied one)."""
-    return os.environ.get(ENVIRONMENT_VARIABLE, DEFAULT)
+    return _applied
 
 
 def adam_options() -> dict[str, Any]:
