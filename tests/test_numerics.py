@@ -171,3 +171,13 @@ def test_the_sidecar_records_a_mode_other_than_native_and_nothing_of_the_machine
     info = json.loads((tmp_path / "model" / SIDECAR_FILE).read_text())["info"]
     assert info.get("numerics") == (None if mode == "native" else mode)  # native: the bytes of before
     assert set(info) - {"numerics"} == {"stage", "best_epoch", "epochs", "train", "val", "world_size"}
+
+
+@pytest.mark.parametrize("entry", ["serving", "lifecycle.training.loop", "lifecycle.inference"])
+def test_every_entry_point_applies_the_mode_before_torch_loads(entry):
+    """The first project import (the server's package, what stages and benchmarks import) sets the mode."""
+    environment = {k: v for k, v in os.environ.items() if k not in _LIBRARY_VARIABLES}
+    code = f"import {entry}\nimport torch\nprint(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                            env={**environment, numerics.ENVIRONMENT_VARIABLE: "portable", "OMP_NUM_THREADS": "1"})
+    assert result.stdout.split() == ["AVX2", "2"]
