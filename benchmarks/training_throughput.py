@@ -20,11 +20,21 @@ process on a shared machine hurts none alone. Needs only PyTorch, torchvision, n
 pandas, Pillow and PyYAML (tests/test_benchmarks.py runs it with the others blocked).
 
 usage: python benchmarks/training_throughput.py [--images 1024] [--epochs 2] [--batch-size N] [--repeats 2]
+       python benchmarks/training_throughput.py --numerics native,portable [--images ...]
+
+``--numerics native,portable`` compares the CPU numerics modes (lifecycle/core/numerics.py;
+docs/numerics.md) in one run: the mode is fixed when torch loads, so each run of ``fit`` (and
+``fit`` with augmentation) is a subprocess with ``LIFECYCLE_NUMERICS`` set, the modes
+interleaved ``--repeats`` times, the fastest of each counting; it prints images/s per mode and
+the ratio of portable's training time to native's.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -116,7 +126,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=None, help="default: params.yaml batch_size")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each configuration; the fastest counts")
+    parser.add_argument("--numerics", default=None,
+                        help="compare CPU numerics modes, e.g. native,portable (one subprocess per run, interleaved)")
+    parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # configurations to run (comma-separated)
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # print images/s as JSON
     args = parser.parse_args()
+    if args.numerics:
+        compare_numerics(args)
+        return
 
     settings = configured()
     image_size, channels, lr = settings["image_size"], settings["channels"], settings["lr"]
@@ -141,6 +158,8 @@ def main() -> None:
             "bare+augment": lambda: bare_loop(fresh_model(spec), *on_device, batch_size, lr, args.epochs, device,
                                               augmenting.augmentation),
         }
+        if args.only:
+            runs = {name: run for name, run in runs.items() if name in args.only.split(",")}
         # warm up every path (allocator, kernels), then interleave
         for name in runs:
             bare_loop(fresh_model(spec), on_device[0][:batch_size], on_device[1][:batch_size], batch_size, lr, 1,
@@ -151,6 +170,10 @@ def main() -> None:
                 seconds[name].append(run())
     seen = args.images * args.epochs
     rate = {name: seen / min(times) for name, times in seconds.items()}
+    if args.json:
+        print(json.dumps({"rate": rate, "device": device_name(device), "capability": torch.backends.cpu.get_cpu_capability(),
+                          "threads": torch.get_num_threads()}))
+        return
     print(f"device: {device_name(device)}; torch {torch.__version__}")
     print(f"model: seed_cnn {channels} at {image_size}x{image_size}, batch {batch_size}, {args.images} images x "
           f"{args.epochs} epochs, fastest of {args.repeats} interleaved runs each")
@@ -161,6 +184,33 @@ def main() -> None:
     print(f"ratio fit / bare:                 {rate['fit'] / rate['bare']:9.2f}")
     print(f"ratio fit with augment.* / bare:  {rate['fit+augment'] / rate['bare']:9.2f}")
     print(f"ratio bare with augment.* / bare: {rate['bare+augment'] / rate['bare']:9.2f}")
+
+
+def compare_numerics(args: argparse.Namespace) -> None:
+    """Each mode's fit and fit+augment in their own processes, the modes interleaved; fastest of each."""
+    modes = [mode.strip() for mode in args.numerics.split(",") if mode.strip()]
+    common = ["--images", str(args.images), "--val-images", str(args.val_images), "--epochs", str(args.epochs),
+              "--repeats", "1", "--only", "fit,fit+augment", "--json"]
+    if args.batch_size:
+        common += ["--batch-size", str(args.batch_size)]
+    best: dict[str, dict[str, float]] = {mode: {} for mode in modes}
+    seen: dict[str, dict] = {}
+    for _ in range(args.repeats):
+        for mode in modes:
+            result = subprocess.run([sys.executable, __file__, *common], capture_output=True, text=True, check=True,
+                                    env={**os.environ, "LIFECYCLE_NUMERICS": mode})
+            row = json.loads(result.stdout.strip().splitlines()[-1])
+            seen[mode] = row
+            for name, rate in row["rate"].items():
+                best[mode][name] = max(best[mode].get(name, 0.0), rate)
+    print(f"device: {seen[modes[0]]['device']}; torch {torch.__version__}")
+    print(f"seed_cnn, {args.images} images x {args.epochs} epochs, fastest of {args.repeats} interleaved runs per mode")
+    for mode in modes:
+        print(f"{mode:10s} ({seen[mode]['capability']}, {seen[mode]['threads']} threads): "
+              f"fit {best[mode]['fit']:8.1f} images/s, fit with augment.* {best[mode]['fit+augment']:8.1f} images/s")
+    for mode in modes[1:]:
+        for name in ("fit", "fit+augment"):
+            print(f"training time {mode} / {modes[0]}, {name:11s}: {best[modes[0]][name] / best[mode][name]:6.2f}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,17 @@ torch: by default OpenMP threads spin while they wait, and on a machine whose co
 shared (two cores, several jobs) a training step then took 5 times the wall time (880 ms
 instead of 170 ms for a seed-CNN step at load average 4.5; see docs/models.md). It changes
 no result. A value already in the environment wins.
+
+It then applies the CPU numerics mode (:mod:`lifecycle.core.numerics`: ``native`` or
+``portable``, from ``$LIFECYCLE_NUMERICS`` or params.yaml's ``numerics``), whose switches the
+numeric libraries also read only when they load. An unknown mode stops here with one sentence.
 """
 import os as _os
 
+from lifecycle.core import numerics as _numerics
+
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+try:
+    _numerics.apply()
+except ValueError as _error:
+    raise SystemExit(f"error: {_error}") from None

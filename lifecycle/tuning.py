@@ -36,6 +36,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_sp
 from skorch import NeuralNetClassifier
 from torch import nn
 
+from lifecycle.core import numerics
 from lifecycle.core.errors import UserError
 from lifecycle.core.images import IMAGENET_MEAN, IMAGENET_STD
 from lifecycle.core.schema import TuneParams
@@ -148,6 +149,8 @@ def build_pipeline(sampler: Any, image_size: int, params: TuneParams, seed: int)
         device=device(),
         verbose=0,                     # one progress bar for the whole search instead
         random_state=seed,
+        # portable numerics: Adam's fused kernel, as the training loop (lifecycle/core/numerics.py)
+        **{f"optimizer__{key}": value for key, value in numerics.adam_options().items()},
     )
     return Pipeline([("sampler", sampler), ("to_input", ModelInput(image_size)), ("net", net)])
 

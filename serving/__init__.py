@@ -10,6 +10,7 @@ import os as _os
 # spinning, so two workers on a small machine do not steal each other's cores.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import lifecycle  # noqa: E402,F401  - the CPU numerics mode (lifecycle/core/numerics.py), also before torch
 from serving.app import create_app  # noqa: E402
 
 __all__ = ["create_app"]

@@ -38,3 +38,15 @@ def test_blocking_works_so_the_benchmark_test_can_fail():
     result = subprocess.run([sys.executable, "-c", code + "import lifecycle.core.schema"], cwd=ROOT,
                             env=env_with_venv(), capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "import of pydantic halted" in result.stderr
+
+
+def test_the_training_throughput_benchmark_compares_the_numerics_modes_in_one_run():
+    script = str(ROOT / "benchmarks" / "training_throughput.py")
+    arguments = ["--images", "64", "--val-images", "16", "--epochs", "1", "--batch-size", "16", "--repeats", "1",
+                 "--numerics", "native,portable"]
+    code = RUN_BLOCKED.format(blocked=BLOCKED, script=script, arguments=arguments)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env_with_venv(), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "native     (AVX" in result.stdout and "portable   (AVX2, 2 threads)" in result.stdout, result.stdout
+    assert "training time portable / native, fit        :" in result.stdout, result.stdout

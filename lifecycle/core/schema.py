@@ -251,6 +251,9 @@ class PipelineParams(Section):
     lr: float = _learning_rate(0.001)     # train: Adam's learning rate
     epochs: int = Field(15, ge=1)         # train: passes over the training split
     batch_size: int = Field(32, ge=1)     # train: images per optimisation step, over all processes
+    # CPU numerics (lifecycle/core/numerics.py; applied when the lifecycle package loads, before torch):
+    # native, the libraries' fastest kernels for this CPU; portable, the same bytes on any AVX2 x86-64 CPU
+    numerics: Literal["native", "portable"] = "native"
     ingest: IngestParams
     preprocess: PreprocessParams
     impute: ImputeParams

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DistributedSampler
 
+from lifecycle.core import numerics
 from lifecycle.core.images import IMAGENET_MEAN, IMAGENET_STD
 from lifecycle.core.progress import progress
 from lifecycle.models import to_model_input
@@ -225,7 +226,9 @@ def fit(
     layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
     model.to(device=device, memory_format=layout)
     groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
-    optimizer = torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+    # portable numerics: Adam's fused kernel (the default foreach one calls MKL's vendor-dispatched sqrt)
+    numerics.check_torch()
+    optimizer = torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay, **numerics.adam_options())
     network: nn.Module = model
     if cluster.distributed:
         network = nn.parallel.DistributedDataParallel(
