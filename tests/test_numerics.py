@@ -123,6 +123,9 @@ def test_portable_gives_the_same_bytes_whatever_the_threads_and_instructions(arc
         assert digests["as it is"] == expected
 
 
+EMULATE_ALL = "NUMERICS_EMULATE_ALL"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("cpu", ["EPYC-Rome", "Haswell-v4"])
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
@@ -130,6 +133,11 @@ def test_portable_gives_the_same_bytes_on_emulated_cpus_of_both_vendors(architec
     qemu = shutil.which("qemu-x86_64")
     if qemu is None:
         pytest.skip("qemu-x86_64 is not installed (Debian: apt-get install qemu-user); .ci/run installs it")
+    if architecture != "seed_cnn" and not os.environ.get(EMULATE_ALL):
+        # resnet18 emulated takes 12-16 minutes per CPU on two cores: with both CPUs it would take
+        # half of CI's 90-minute limit. It passed on both (docs/numerics.md); rerun it with
+        # NUMERICS_EMULATE_ALL=1 python -m pytest tests/test_numerics.py -k emulated
+        pytest.skip(f"resnet18 under emulation takes 12-16 min; set {EMULATE_ALL}=1 to run it")
     here = _fit(architecture)
     emulated = _fit(architecture, prefix=(qemu, "-cpu", cpu), timeout=3000)  # about 250x slower
     assert emulated["capability"] == "AVX2"
