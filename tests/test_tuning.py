@@ -212,7 +212,7 @@ def test_tune_searches_the_unbalanced_split_and_reads_the_sampler_s_params():
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["tune"]
     assert "data/processed/split/train.npz" in stage["deps"]
     assert "data/processed/train_balanced.npz" not in stage["deps"]
-    assert set(stage["params"]) == {"seed", "tune", "synthesize"}
+    assert set(stage["params"]) == {"seed", "numerics", "tune", "synthesize"}
     committed = validate(TuneParams, yaml.safe_load((ROOT / "params.yaml").read_text())["tune"], prefix="tune.")
     assert committed.grid == {"lr": [0.01, 0.001], "max_epochs": [10, 20]}  # the seed's grid
 
