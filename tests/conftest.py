@@ -28,6 +28,18 @@ TINY_PARAMS = {
 }
 
 
+# On top of TINY_PARAMS: every model stage (tune included) in a minute or two, for tests that run
+# the whole pipeline.
+TINY_WHOLE_PIPELINE = {"epochs": 1, "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "transfer": {"epochs": 2},
+                       "tune": {"grid": {"lr": [0.01]}, "subsample": 60, "channels": [2]},
+                       "synthesize": {"k_neighbors": 3}}
+
+
+def git_status(repo: "RepoCopy") -> str:
+    """``git status --porcelain`` in a repository copy, untracked files included: empty when clean."""
+    return repo.run("git", "status", "--porcelain", "--untracked-files=all").stdout
+
+
 def deep_merge(base: dict, overrides: dict) -> dict:
     merged = copy.deepcopy(base)
     for key, value in overrides.items():

@@ -19,7 +19,7 @@ import yaml
 from lifecycle.core import paths
 from lifecycle.core.errors import UserError
 from stages import check_params as stage
-from tests.conftest import ROOT, RepoCopy
+from tests.conftest import ROOT, TINY_WHOLE_PIPELINE, RepoCopy, git_status
 from tests.dvc_graph import stages
 
 CHECK = "check_params"
@@ -112,17 +112,11 @@ def test_a_bad_value_is_refused_with_one_sentence_and_the_output_is_left_alone(t
 # ---------------------------------------------------------------------------------------- slow
 
 
-def git_status(repo) -> str:
-    return repo.run("git", "status", "--porcelain", "--untracked-files=all").stdout
-
-
 @pytest.mark.slow
 def test_a_refused_experiment_leaves_the_workspace_as_it_was(repo_copy, monkeypatch, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    repo = repo_copy({"epochs": 1, "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "transfer": {"epochs": 2},
-                      "tune": {"grid": {"lr": [0.01]}, "subsample": 60, "channels": [2]},
-                      "synthesize": {"k_neighbors": 3}})
+    repo = repo_copy(TINY_WHOLE_PIPELINE)
     repo.dvc("repro")
     repo.commit("a full run")
     assert git_status(repo) == ""

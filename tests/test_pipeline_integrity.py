@@ -22,7 +22,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import env_with_venv
+from tests.conftest import TINY_WHOLE_PIPELINE, env_with_venv, git_status
 
 DATA_STAGES = ["ingest", "preprocess", "impute", "featurize", "split", "synthesize"]
 
@@ -83,10 +83,6 @@ def kill_when(process: subprocess.Popen, ready, seconds: float = 300) -> None:
     process.wait()
 
 
-def git_status(repo) -> str:
-    return repo.run("git", "status", "--porcelain", "--untracked-files=all").stdout
-
-
 @pytest.mark.slow
 def test_a_killed_stage_leaves_committed_files_as_they_were_and_the_next_run_cleans_up(repo_copy):
     repo = repo_copy({"ingest": {"synthetic": {"count": 1500}}, "epochs": 8, "batch_size": 16})
@@ -118,9 +114,7 @@ def test_a_killed_stage_leaves_committed_files_as_they_were_and_the_next_run_cle
 def test_a_fresh_clone_reaches_mlflow_in_one_command_and_a_no_op_repro_does_nothing(repo_copy, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    origin = repo_copy({"epochs": 1, "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "transfer": {"epochs": 2},
-                        "tune": {"grid": {"lr": [0.01]}, "subsample": 60, "channels": [2]},
-                        "synthesize": {"k_neighbors": 3}})
+    origin = repo_copy(TINY_WHOLE_PIPELINE)
     origin.dvc("repro")
     origin.commit("a full run: dvc.lock and metrics, as the repository ships them")
 
