@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lifecycle.core import numerics
 from lifecycle.core.errors import UserError
 from lifecycle.core.images import IMAGENET_MEAN, IMAGENET_STD
 from lifecycle.core.io import write_bytes_atomic, write_json_atomic
@@ -175,8 +176,14 @@ def check_image_size(model: nn.Module, architecture: str, image_size: int) -> No
 
 
 def save_model(model: nn.Module, spec: ModelSpec, folder: Path) -> None:
-    """Write ``model.pt`` (state_dict) and ``model.json`` (sidecar) atomically into ``folder``."""
+    """Write ``model.pt`` (state_dict) and ``model.json`` (sidecar) atomically into ``folder``.
+
+    The sidecar's ``info.numerics`` is :func:`lifecycle.core.numerics.determinants` on the
+    model's device: what its bytes depend on, nothing of the machine (that goes to MLflow).
+    """
     module = model.module if hasattr(model, "module") else model  # unwrap DistributedDataParallel
+    device = next(module.parameters()).device.type
+    spec = dataclasses.replace(spec, info={**spec.info, "numerics": numerics.determinants(device)})
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     # Serialise in memory: torch.save names the zip's inner folder after the file it writes,
     # and the temporary file's random name would make identical weights differ in bytes.

@@ -170,15 +170,49 @@ with fit_stage("train", log_dir=out / "live") as stage:
 
 
 @pytest.mark.parametrize("mode", ["native", "portable"])
-def test_the_sidecar_records_a_mode_other_than_native_and_nothing_of_the_machine(mode, tmp_path):
+def test_the_sidecar_records_what_the_bytes_depend_on_and_nothing_of_the_machine(mode, tmp_path):
     from lifecycle.models import SIDECAR_FILE
 
     environment = {k: v for k, v in os.environ.items() if k not in _LIBRARY_VARIABLES}
     subprocess.run([sys.executable, "-c", _SAVE, str(tmp_path)], cwd=ROOT, check=True, capture_output=True,
                    env={**environment, numerics.ENVIRONMENT_VARIABLE: mode})
     info = json.loads((tmp_path / "model" / SIDECAR_FILE).read_text())["info"]
-    assert info.get("numerics") == (None if mode == "native" else mode)  # native: the bytes of before
+    expected = {"mode": mode, "device": "cpu"}
+    if mode == "portable":
+        expected.update(cpu_capability="AVX2", threads=2)
+    assert info["numerics"] == expected  # no vendor, model, core count or library build: those go to MLflow
     assert set(info) - {"numerics"} == {"stage", "best_epoch", "epochs", "train", "val", "world_size"}
+
+
+_STAGE = """
+import sys
+from lifecycle.core.errors import run_stage
+def main():
+    if sys.argv[1:2] == ["torch"]:
+        import torch  # noqa: F401
+run_stage(main)
+"""
+
+
+@pytest.mark.parametrize("mode", ["native", "portable"])
+def test_a_stage_that_used_torch_leaves_the_whole_fingerprint_outside_its_outputs(mode, tmp_path):
+    """run_stage writes .numerics/<stage>-<arguments>.json for a stages.* module that loaded torch, only."""
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "__init__.py").write_text("")
+    (tmp_path / "stages" / "probe.py").write_text(_STAGE)
+    environment = {k: v for k, v in os.environ.items() if k not in _LIBRARY_VARIABLES}
+    code = ("import sys, runpy; sys.path[:0] = [sys.argv.pop(1), sys.argv.pop(1)]\n"
+            "from lifecycle.core import numerics; numerics._ROOT = __import__('pathlib').Path(sys.path[0])\n"
+            "runpy.run_module('stages.probe', run_name='__main__', alter_sys=True)")
+    for argument in ("torch", "data"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path), str(ROOT), argument], cwd=tmp_path, check=True,
+                       env={**environment, numerics.ENVIRONMENT_VARIABLE: mode})
+    assert sorted(path.name for path in (tmp_path / ".numerics").iterdir()) == ["probe-torch.json"]
+    found = numerics.recorded(tmp_path)["probe-torch"]
+    assert found["mode"] == mode and found["device"] == "cpu"
+    assert found["cpu_vendor"] and found["cpu_model"] and found["torch"] and found["mkl"] and found["onednn"]
+    assert (found["cpu_capability"], found["threads"]) == (("AVX2", 2) if mode == "portable" else
+                                                           (found["cpu_capability"], found["threads"]))
 
 
 @pytest.mark.parametrize("entry", ["serving", "lifecycle.training.loop", "lifecycle.inference"])

@@ -330,6 +330,11 @@ def test_dvclive_curves_are_stepped_metrics(tmp_path: Path):
 
 def test_mirror_into_the_default_sqlite_store_holds_what_the_files_say(workspace: Path, tmp_path: Path):
     environment = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    state = snapshot.pipeline_state(workspace)
+    fingerprint = {"mode": "native", "device": "cpu", "cpu_vendor": "AuthenticAMD", "cpu_model": "AMD EPYC 9654"}
+    (workspace / ".numerics").mkdir()
+    (workspace / ".numerics" / "train.json").write_text(json.dumps({"stage": "train", **fingerprint}))
+    assert snapshot.pipeline_state(workspace) == state  # the machine is not part of the state
     report = mirror.mirror_workspace(workspace, environ={})
     assert {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")} == environment  # none left behind
     assert report.kept == [] and len(report.sent) == 1
@@ -347,6 +352,7 @@ def test_mirror_into_the_default_sqlite_store_holds_what_the_files_say(workspace
     assert tags[provenance.TAG_COMMIT] == head and tags["mlflow.source.git.commit"] == head
     assert tags[provenance.TAG_BRANCH] == "main" and tags[provenance.TAG_DIRTY] == "false"
     assert tags[provenance.TAG_STATE] == snapshot.pipeline_state(workspace)
+    assert json.loads(tags["numerics.train"]) == fingerprint
     assert run.info.run_name == f"main@{head[:7]}"
     version = client.get_model_version_by_alias(sink.REGISTERED_MODEL, sink.ALIAS)
     assert version.run_id == run.info.run_id

@@ -6,6 +6,7 @@ when DVC runs the pipeline in a temporary copy (:func:`real_root`). Reads git; w
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Mapping
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from lifecycle.core import paths
+from lifecycle.core import numerics, paths
 from lifecycle.core.errors import UserError
 
 # Tags of a mirrored run. One run per pipeline state: the single-valued tags describe the
@@ -28,6 +29,7 @@ TAG_EXP_NAMES = "dvc.exp_names"       # every DVC experiment that produced it, s
 TAG_COMMITS = "git.commits"           # every commit that produced it, likewise
 TAG_BASELINE = "dvc.baseline_rev"
 TAG_SOURCE = "mirror.source"          # pipeline (the mirror stage) or backfill <rev>
+TAG_NUMERICS = "numerics."            # + stage: the machine that last ran it here (lifecycle/core/numerics.py), JSON
 
 
 def real_root(root: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
@@ -111,7 +113,19 @@ def workspace_tags(root: Path | None = None, environ: Mapping[str, str] | None =
         TAG_EXP_NAME: environ.get("DVC_EXP_NAME", ""),
         TAG_BASELINE: environ.get("DVC_EXP_BASELINE_REV", ""),
         TAG_SOURCE: "pipeline",
+        **numerics_tags(root),
     }
+
+
+def numerics_tags(root: Path) -> dict[str, str]:
+    """``numerics.<stage>``: the whole numerics fingerprint each torch stage left in ``root``.
+
+    Tags, not part of the pipeline state: two machines that compute the same bytes make one
+    state (one run), whose tags say which machine mirrored it last. A revision backfilled
+    from git has none: the machine that computed it is not in the repository.
+    """
+    return {f"{TAG_NUMERICS}{stage}": json.dumps({k: v for k, v in found.items() if k != "stage"}, sort_keys=True)
+            for stage, found in numerics.recorded(root).items()}
 
 
 def experiment_refs(root: Path) -> dict[str, tuple[str, str]]:

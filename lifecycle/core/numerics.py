@@ -27,10 +27,23 @@ the environment variable ``LIFECYCLE_NUMERICS`` if set (it wins), else from the 
 
   In portable mode these values are forced, over any value already in the environment: a
   stray ``ATEN_CPU_CAPABILITY=avx512`` must not silently break the guarantee.
+
+Provenance has two parts, so that two machines that compute the same bytes commit the same files:
+
+- :func:`determinants`, in every model sidecar (a DVC output): what the bytes depend on and
+  the machine does not: the mode and the device type, plus in portable mode the kernel width
+  and thread count it pins;
+- :func:`fingerprint`, the whole machine (CPU vendor and model, the capability in use, the
+  torch, MKL and oneDNN versions, threads), which :func:`record` writes per stage under
+  ``.numerics/`` (gitignored, no DVC output) and the MLflow mirror copies into its run's tags.
 """
 from __future__ import annotations
 
+import json
 import os
+import platform
+import re
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,7 +59,9 @@ PORTABLE_ENVIRONMENT = {
     "OMP_NUM_THREADS": str(PORTABLE_THREADS),
     "MKL_NUM_THREADS": str(PORTABLE_THREADS),
 }
-_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+_ROOT = Path(__file__).resolve().parents[2]
+_PARAMS = _ROOT / "params.yaml"
+RECORDS = ".numerics"  # per-stage fingerprints, relative to a repository root (gitignored)
 _applied: str = DEFAULT  # what apply() last set in this process
 
 
@@ -114,3 +129,96 @@ def check_torch() -> None:
             f"numerics is portable but torch runs {capability} kernels on {threads} threads "
             f"(want AVX2 on {PORTABLE_THREADS}): torch was imported before the lifecycle package, "
             "or something changed its thread count")
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def determinants(device: str | None = None) -> dict[str, Any]:
+    """What a model's bytes depend on and the machine does not: written into every sidecar.
+
+    Native: the mode and device. Portable on a CPU adds what it pins (AVX2 kernels on
+    :data:`PORTABLE_THREADS` threads), the same on every machine that honours it.
+    """
+    device = device or _device()
+    fixed: dict[str, Any] = {"mode": current(), "device": device}
+    if current() == "portable" and device == "cpu":
+        fixed.update(cpu_capability="AVX2", threads=PORTABLE_THREADS)
+    return fixed
+
+
+def _cpu_identity() -> tuple[str, str]:
+    """The CPU's vendor and model name (``/proc/cpuinfo`` on Linux, else ``platform``)."""
+    vendor = model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "vendor_id" and not vendor:
+                vendor = value.strip()
+            elif key == "model name" and not model:
+                model = value.strip()
+    except OSError:
+        pass
+    return vendor or platform.machine(), model or platform.processor() or platform.machine()
+
+
+def fingerprint(device: str | None = None) -> dict[str, Any]:
+    """This process's whole numerics fingerprint: mode, device, CPU, kernels, library versions, threads."""
+    import torch
+
+    device = device or _device()
+    vendor, model = _cpu_identity()
+    config = torch.__config__.show()  # the build's own report: no public getter for MKL's or oneDNN's version
+    mkl = re.search(r"Math Kernel Library Version ([\d.]+)", config)
+    onednn = re.search(r"(?:MKL-DNN|oneDNN) v(\S+)", config)
+    found = {
+        "mode": current(),
+        "device": device if device == "cpu" else f"{device} {torch.cuda.get_device_name()}",
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_vendor": vendor,
+        "cpu_model": model,
+        "cpu_count": os.cpu_count() or 0,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "mkl": mkl.group(1) if mkl else "",
+        "onednn": onednn.group(1) if onednn else "",
+        "python": platform.python_version(),
+    }
+    if device == "cuda":
+        found["cuda"] = torch.version.cuda or ""
+    return found
+
+
+def record(stage: str, root: Path | None = None) -> Path | None:
+    """Write this process's :func:`fingerprint` to ``.numerics/<stage>.json`` if it used torch.
+
+    Called by :func:`lifecycle.core.errors.run_stage` when a stage succeeds; a stage that never
+    imported torch (the data stages) computed nothing this describes. Never fails the stage.
+    """
+    if "torch" not in sys.modules:
+        return None
+    from lifecycle.core.io import write_json_atomic
+
+    path = Path(root or _ROOT) / RECORDS / f"{stage}.json"
+    try:
+        path.parent.mkdir(exist_ok=True)
+        write_json_atomic({"stage": stage, **fingerprint()}, path)
+    except OSError as error:
+        print(f"warning: could not record the numerics fingerprint in {path}: {error}", file=sys.stderr)
+        return None
+    return path
+
+
+def recorded(root: Path) -> dict[str, dict[str, Any]]:
+    """The fingerprints :func:`record` left in ``root``: stage -> fingerprint (unreadable ones skipped)."""
+    found = {}
+    for path in sorted((Path(root) / RECORDS).glob("*.json")):
+        try:
+            found[path.stem] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return found

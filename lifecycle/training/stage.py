@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lifecycle.core import numerics, paths
+from lifecycle.core import paths
 from lifecycle.models import ModelSpec, save_model
 from lifecycle.training.log import EpochLog
 from lifecycle.training.loop import BatchTransform, FitConfig, FitResult, Samples, fit
@@ -60,19 +60,15 @@ class FitStage:
     ) -> FitResult:
         """Fit ``model``; rank 0 saves ``saved(model)`` (default: the model) with ``spec`` and its provenance.
 
-        The sidecar's ``info`` is ``{"stage", kept epoch's metrics, "world_size", **info}``, plus
-        ``"numerics"`` (lifecycle/core/numerics.py) when the mode is not native: the mode, not
-        the machine, so two machines that compute the same bytes write the same sidecar, and a
-        native run's sidecar is byte for byte what it was before the mode existed.
+        The sidecar's ``info`` is ``{"stage", kept epoch's metrics, "world_size", **info}``
+        (and ``numerics``, which :func:`lifecycle.models.save_model` adds to every sidecar).
         """
         result = fit(model, train, val, config, cluster=self.cluster, prepare=prepare, transform=transform,
                      param_groups=param_groups,
                      on_epoch=self.log.log if self.log is not None else None)
         self.summary = result.summary()
         if self.cluster.is_main and folder is not None:
-            mode = numerics.current()
-            info = {"stage": self.name, **self.summary, "world_size": result.world_size,
-                    **({"numerics": mode} if mode != "native" else {}), **info}
+            info = {"stage": self.name, **self.summary, "world_size": result.world_size, **info}
             save_model(saved(model) if saved else model, dataclasses.replace(spec, info=info), folder)
             print(f"{config.name}: kept epoch {self.summary['best_epoch']} "
                   f"(val accuracy {self.summary['val']['accuracy']:.4f})")
