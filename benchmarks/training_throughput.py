@@ -47,6 +47,7 @@ from lifecycle.core import paths  # noqa: E402
 from lifecycle.models import ModelSpec, build_model, to_model_input  # noqa: E402
 from lifecycle.training.loop import FitConfig, Samples, fit  # noqa: E402
 from lifecycle.training.runtime import Cluster, distributed, seed_everything  # noqa: E402
+from benchmarks.table_row import load_average, print_row  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -184,6 +185,11 @@ def main() -> None:
     print(f"ratio fit / bare:                 {rate['fit'] / rate['bare']:9.2f}")
     print(f"ratio fit with augment.* / bare:  {rate['fit+augment'] / rate['bare']:9.2f}")
     print(f"ratio bare with augment.* / bare: {rate['bare+augment'] / rate['bare']:9.2f}")
+    if {"bare", "fit", "fit+augment"} <= rate.keys():
+        gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+        print_row(f"training loop (`fit`) with `augment.*` / bare PyTorch loop, seed CNN, batch {batch_size}, {device.type}",
+                  f"**{rate['fit+augment'] / rate['bare']:.2f}** ({rate['fit+augment']:.0f} vs {rate['bare']:.0f} "
+                  f"images/s; `fit` alone {rate['fit'] / rate['bare']:.2f}; load {load_average()})", gpu)
 
 
 def compare_numerics(args: argparse.Namespace) -> None:
@@ -211,6 +217,10 @@ def compare_numerics(args: argparse.Namespace) -> None:
     for mode in modes[1:]:
         for name in ("fit", "fit+augment"):
             print(f"training time {mode} / {modes[0]}, {name:11s}: {best[modes[0]][name] / best[mode][name]:6.2f}")
+    for mode in modes[1:]:
+        print_row(f"training time, numerics `{mode}` / `{modes[0]}`, `fit` with `augment.*`, seed CNN",
+                  f"**{best[modes[0]]['fit+augment'] / best[mode]['fit+augment']:.2f}** "
+                  f"({best[mode]['fit+augment']:.0f} vs {best[modes[0]]['fit+augment']:.0f} images/s; load {load_average()})")
 
 
 if __name__ == "__main__":
