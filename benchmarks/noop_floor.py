@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from scale import environment  # noqa: E402  (PATH with this interpreter first, no DVC_EXP_NAME)
+from table_row import load_average, print_row  # noqa: E402
 
 UP_TO_DATE = "Data and pipelines are up to date."
 
@@ -134,6 +135,9 @@ def main() -> None:
           f"{stages} minimal stages / one stage: {medians[names[2]] / medians[names[1]]:.2f}")
     if args.profile:
         profile(args.repo)
+    print_row("no-op `dvc repro` of this pipeline / of a one-stage DVC repository, same run",
+              f"{medians[names[0]]:.2f} s vs {medians[names[1]]:.2f} s: ratio **{medians[names[0]] / medians[names[1]]:.2f}** "
+              f"({stages} minimal stages: {medians[names[2]] / medians[names[1]]:.2f}; load {load_average()})")
 
 
 if __name__ == "__main__":
