@@ -47,9 +47,6 @@ def _positive_int(variable: str, default: int) -> int:
     return int(raw)
 
 
-# Idle OpenMP threads sleep instead of spinning, so workers on a small machine don't steal each other's cores.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 wsgi_app = "serving:create_app()"
 chdir = str(ROOT)
 bind = [os.environ.get("SERVE_BIND") or "127.0.0.1:8000"]
