@@ -1,7 +1,7 @@
 """The /predict service: a Flask app over :class:`lifecycle.inference.Predictor`. No stage imports it.
 
-Production: ``gunicorn -c serving/gunicorn.conf.py`` (threaded workers with read and request
-timeouts, :mod:`serving.worker`); development: ``python -m serving``. The app itself:
+Production: ``gunicorn -c serving/gunicorn.conf.py`` (threaded workers) behind nginx
+(``serving/nginx.conf``, which holds slow clients); development: ``python -m serving``. The app itself:
 :mod:`serving.app`; which model it serves and its hot reload: :mod:`serving.model_source`.
 """
 import lifecycle  # noqa: F401  - first: OpenMP's passive wait and the CPU numerics mode, before torch loads
