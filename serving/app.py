@@ -71,28 +71,22 @@ class Settings(BaseSettings):
     pidfile: str = ""                                      # gunicorn's master writes its process id here
 
 
-# create_app's config keys that are Flask's own names for a setting; the others are SERVE_<NAME>
-FLASK_NAMES = {"MAX_CONTENT_LENGTH": "max_upload_bytes"}
-
-
-def _field(config_key: str) -> str:
-    return FLASK_NAMES.get(config_key) or config_key.removeprefix("SERVE_").lower()
+FLASK_NAMES = {"MAX_CONTENT_LENGTH": "max_upload_bytes"}  # create_app's keys that are Flask's; the others: SERVE_<NAME>
 
 
 def load_settings(config: dict[str, Any] | None = None) -> Settings:
     """The settings, ``config``'s keys over the environment's; a bad value is a UserError naming its key or variable."""
     config = config or {}
-    named = {_field(key): key for key in config if _field(key) in Settings.model_fields}  # field -> config key
+    fields = {key: FLASK_NAMES.get(key) or key.removeprefix("SERVE_").lower() for key in config}
+    named = {field: key for key, field in fields.items() if field in Settings.model_fields}  # field -> config key
     try:
         return Settings(**{field: config[key] for field, key in named.items()})
     except ValidationError as error:
         problem = error.errors()[0]
         field = str(problem["loc"][0])
-        if field in named:
-            what = f"app config {named[field]}={config[named[field]]!r}"
-        else:
-            variable = f"SERVE_{field.upper()}"
-            what = f"environment variable {variable}={os.environ.get(variable)!r}"
+        variable = f"SERVE_{field.upper()}"
+        what = (f"app config {named[field]}={config[named[field]]!r}" if field in named
+                else f"environment variable {variable}={os.environ.get(variable)!r}")
         raise UserError(f"{what} is not valid: {problem['msg'][0].lower()}{problem['msg'][1:]}.") from None
 
 

@@ -22,7 +22,7 @@ import torch
 from PIL import Image, ImageFile
 
 from lifecycle.core.errors import UserError
-from lifecycle.core.images import load_array
+from lifecycle.core.images import DEFAULT_MAX_PIXELS, load_array
 from lifecycle.models import ModelSpec, SeedCNN, load_model, save_model, to_model_input
 from serving import create_app
 
@@ -343,8 +343,10 @@ def test_limits_come_from_environment_variables(model_dir, monkeypatch):
     monkeypatch.setenv("SERVE_MODEL", str(model_dir))
     monkeypatch.setenv("SERVE_MAX_IMAGES", "1")
     monkeypatch.setenv("SERVE_MAX_UPLOAD_BYTES", "5000")
+    monkeypatch.setenv("SERVE_MAX_PIXELS", "")  # empty: unset, so the pipeline's own limit
     client = create_app().test_client()
     assert client.get("/metadata").json["limits"]["max_images"] == 1
+    assert client.get("/metadata").json["limits"]["max_pixels"] == DEFAULT_MAX_PIXELS
     files = [(encode(picture(seed), "JPEG", quality=30), f"{seed}.jpg") for seed in range(2)]
     assert client.post("/predict", data=upload(*files)).status_code == 400
     assert client.post("/predict", data=upload((b"\0" * 6000, "big.jpg"))).status_code == 413
