@@ -1,7 +1,7 @@
-"""Bounded load test, on loopback only: this service under gunicorn vs `mlflow models serve` (twice), same model.
+"""Bounded load test, on loopback only: this service (nginx + gunicorn) vs `mlflow models serve` (twice), same model.
 
     python benchmarks/load_test.py [--model models/best | --demo] [--requests 2000] [--concurrency 8]
-                                   [--stalled 16] [--compare-sync]
+                                   [--stalled 16] [--baseline-root DIR] [--rounds 1]
 
 Starts the three servers on free 127.0.0.1 ports with the same number of workers and torch
 threads, checks that they give the same answers for the sample images, then sends each one
@@ -10,12 +10,14 @@ never compete) and prints p50/p99 latency, requests per second and errors side b
 stops by itself after the requests or ``--max-seconds`` per server, whichever comes first,
 and exits 1 if any request to this service or MLflow failed.
 
-The service runs under its production command (``gunicorn -c serving/gunicorn.conf.py``)
-and is measured twice: clean, then again while ``--stalled`` connections (default 16) sit
-open having sent headers and part of a multipart body (benchmarks/stalled_clients.py; one
-the server closes is replaced at once). ``--compare-sync`` also measures the previous
-production command (gunicorn's sync workers, ``-w N``) both ways, as the baseline; its
-errors under stalled clients are reported, not failed on.
+The service runs as deployed (``gunicorn -c serving/gunicorn.conf.py`` behind nginx with
+serving/nginx.conf) and is measured twice: clean, then again while ``--stalled`` connections
+(default 16) sit open having sent headers and part of a multipart body
+(benchmarks/stalled_clients.py; one the server closes is replaced at once).
+``--baseline-root DIR`` also measures another checkout's production command, ``gunicorn -c
+DIR/serving/gunicorn.conf.py`` with no proxy (an older commit: ``git archive <commit> | tar -x
+-C DIR``), both ways, as the baseline; its errors are reported, not failed on. ``--rounds N``
+repeats the whole sequence N times, the servers interleaved, for a machine whose load varies.
 
 What each server does per request differs, on purpose, as a client would see it:
 - Flask (this service): receives the image file (multipart), decodes, resizes and
@@ -57,7 +59,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.stalled_clients import StalledClients
+from benchmarks.stalled_clients import StalledClients, start_nginx
 from lifecycle.core import paths
 from lifecycle.core.images import ImageDecodeError, load_array
 from lifecycle.models import (
@@ -83,13 +85,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--images", type=Path, default=paths.RAW_IMAGES, help="sample images (default data/raw/images)")
     parser.add_argument("--stalled", type=int, default=16, help="stalled connections held open in the second run "
                         "against the service (0: no such run)")
-    parser.add_argument("--compare-sync", action="store_true", help="also measure the previous production command, "
-                        "gunicorn sync workers, clean and with the stalled connections")
+    parser.add_argument("--baseline-root", type=Path, help="also measure gunicorn -c DIR/serving/gunicorn.conf.py "
+                        "(another checkout, no proxy), clean and with the stalled connections")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat every server's runs this many times, interleaved")
     parser.add_argument("--no-mlflow", action="store_true", help="measure only this service")
     parser.add_argument("--output", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
-    if args.requests < 1 or args.concurrency < 1 or args.workers < 1 or args.stalled < 0:
-        parser.error("--requests, --concurrency and --workers must be positive, --stalled not negative")
+    if min(args.requests, args.concurrency, args.workers, args.rounds) < 1 or args.stalled < 0:
+        parser.error("--requests, --concurrency, --workers and --rounds must be positive, --stalled not negative")
     return args
 
 
@@ -171,11 +174,11 @@ def image_pyfunc_sender(port: int, bodies: list[str], expected: np.ndarray):
 
 def print_comparisons(results: dict) -> None:
     """The service against each MLflow server: throughput and median latency ratios."""
-    flask = results["flask+gunicorn"]
+    flask = results.get(SERVICE) or results[f"{SERVICE} (round 1)"]
     for name, what in ((TENSOR_MLFLOW, "tensor JSON: MLflow is sent tensors the client preprocessed"),
                        (IMAGE_PYFUNC, "like for like: both are sent the same JPEG bytes")):
-        if name in results:
-            other = results[name]
+        other = results.get(name) or results.get(f"{name} (round 1)")
+        if other:
             print(f"flask/{name} ({what}): {flask['requests_per_second'] / other['requests_per_second']:.2f}x the "
                   f"throughput, {flask['p50_ms'] / other['p50_ms']:.2f}x the p50 latency")
 
@@ -186,14 +189,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(command: list[str], env: dict[str, str], health: str, log: Path, timeout: float = 300) -> subprocess.Popen:
-    handle = open(log, "w")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+def start(command: list[str], env: dict[str, str], health: str, log: Path, cwd: Path = ROOT) -> subprocess.Popen:
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                                start_new_session=True)
+    return wait_healthy(process, health, log)
+
+
+def start_service(root: Path, env: dict[str, str], port: int, scratch: Path, behind_nginx: bool) -> list[subprocess.Popen]:
+    """``gunicorn -c <root>/serving/gunicorn.conf.py``, behind nginx listening on ``port``, or on ``port`` itself."""
+    gunicorn_port = free_port() if behind_nginx else port
+    gunicorn = start([sys.executable, "-m", "gunicorn", "-c", str(root / "serving" / "gunicorn.conf.py")],
+                     dict(env, SERVE_BIND=f"{HOST}:{gunicorn_port}"), f"http://{HOST}:{gunicorn_port}/health",
+                     scratch / f"gunicorn-{gunicorn_port}.log", cwd=root)
+    if not behind_nginx:
+        return [gunicorn]
+    log = scratch / f"nginx-{port}.log"
+    nginx = start_nginx(scratch / f"nginx-{port}", port, gunicorn_port, open(log, "w"))
+    return [wait_healthy(nginx, f"http://{HOST}:{port}/health", log), gunicorn]
+
+
+def wait_healthy(process: subprocess.Popen, health: str, log: Path, timeout: float = 300) -> subprocess.Popen:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"{command[0:4]} exited {process.returncode}; see {log}")
+            raise SystemExit(f"{process.args[0:4]} exited {process.returncode}; see {log}")
         try:
             if requests.get(health, timeout=2).status_code == 200:
                 return process
@@ -258,9 +277,10 @@ def load(send, total: int, concurrency: int, max_seconds: float) -> dict:
             "error_kinds": sorted(set(errors))}
 
 
-SYNC_BASELINE = "flask+gunicorn sync (before)"
+SERVICE = "nginx + gunicorn"
+BASELINE = "baseline: gunicorn -c DIR/serving/gunicorn.conf.py"
 STALLED_RUN_CLIENT_TIMEOUT = 10.0  # seconds a client waits for an answer in the runs with stalled connections
-STALLED_RUN_MAX_SECONDS = 60.0     # a server that stalled clients block (the sync baseline) is given this long
+STALLED_RUN_MAX_SECONDS = 60.0     # a server that stalled clients block is given this long
 
 
 def load_with_stalled(send, port: int, args: argparse.Namespace) -> dict:
@@ -299,7 +319,7 @@ def main() -> None:
                SERVE_TORCH_THREADS=str(args.torch_threads), SERVE_MODEL=str(model_dir.resolve()),
                MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")  # mlflow execs uvicorn
-    flask_port, sync_port, mlflow_port, pyfunc_port = free_port(), free_port(), free_port(), free_port()
+    flask_port, baseline_port, mlflow_port, pyfunc_port = free_port(), free_port(), free_port(), free_port()
     mlflow_dir, pyfunc_dir = scratch / "mlflow-model", scratch / "image-pyfunc"
     print(f"model {spec.architecture} {spec.image_size}px from {model_dir}; {len(images)} sample images; "
           f"{args.requests} requests x {args.concurrency} clients per server; {args.workers} workers, "
@@ -308,23 +328,23 @@ def main() -> None:
         save_mlflow_model(model_dir, mlflow_dir)
         save_image_pyfunc(model_dir, pyfunc_dir)
 
-    env.update(SERVE_BIND=f"{HOST}:{flask_port}", SERVE_WORKERS=str(args.workers))
-    servers = {  # name: (command, health URL, port)
-        "flask+gunicorn": ([sys.executable, "-m", "gunicorn", "-c", "serving/gunicorn.conf.py"],
-                           f"http://{HOST}:{flask_port}/health", flask_port),
-        TENSOR_MLFLOW: ([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(mlflow_dir),
-                                 "--env-manager", "local", "-h", HOST, "-p", str(mlflow_port),
-                                 "-w", str(args.workers)], f"http://{HOST}:{mlflow_port}/ping", mlflow_port),
-        IMAGE_PYFUNC: ([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(pyfunc_dir), "--env-manager",
-                        "local", "-h", HOST, "-p", str(pyfunc_port), "-w", str(args.workers)],
-                       f"http://{HOST}:{pyfunc_port}/ping", pyfunc_port),
+    env.update(SERVE_WORKERS=str(args.workers))
+
+    def mlflow_serve(folder: Path, port: int):
+        command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(folder), "--env-manager", "local",
+                   "-h", HOST, "-p", str(port), "-w", str(args.workers)]
+        return lambda: [start(command, env, f"http://{HOST}:{port}/ping", scratch / f"mlflow-{port}.log")]
+
+    servers = {  # name: (start it, returning its processes; port)
+        SERVICE: (lambda: start_service(ROOT, env, flask_port, scratch, behind_nginx=True), flask_port),
+        TENSOR_MLFLOW: (mlflow_serve(mlflow_dir, mlflow_port), mlflow_port),
+        IMAGE_PYFUNC: (mlflow_serve(pyfunc_dir, pyfunc_port), pyfunc_port),
     }
     if args.no_mlflow:
         del servers[TENSOR_MLFLOW], servers[IMAGE_PYFUNC]
-    if args.compare_sync:  # the production command before issue 10
-        servers[SYNC_BASELINE] = ([sys.executable, "-m", "gunicorn", "-w", str(args.workers), "-b",
-                                   f"{HOST}:{sync_port}", "--no-control-socket", "serving:create_app()"],
-                                  f"http://{HOST}:{sync_port}/health", sync_port)
+    if args.baseline_root:
+        root = args.baseline_root.resolve()
+        servers[BASELINE] = (lambda: start_service(root, env, baseline_port, scratch, behind_nginx=False), baseline_port)
 
     def flask_sender(port: int, timeout: float):
         def send_flask(session: requests.Session, i: int) -> bool:
@@ -342,20 +362,23 @@ def main() -> None:
 
     results = {}
     send_pyfunc = image_pyfunc_sender(pyfunc_port, image_pyfunc_bodies(images), expected)
-    for name, (command, health, port) in servers.items():
-        send = {TENSOR_MLFLOW: send_mlflow, IMAGE_PYFUNC: send_pyfunc}.get(name) or flask_sender(port, timeout=60)
-        process = start(command, env, health, scratch / f"{name.split()[0]}-{port}.log")
-        try:
-            for i in range(len(images)):  # warm up, and check both serve the same model
-                assert send(requests.Session(), i), f"{name} answered image {i} differently from the model"
-            results[name] = load(send, args.requests, args.concurrency, args.max_seconds)
-            results[name]["load_average_after"] = round(os.getloadavg()[0], 2)  # other work on the machine skews figures
-            if args.stalled and not name.startswith("mlflow"):
-                # A shorter client timeout: a request the server cannot answer shows up as an error, not a hang.
-                results[f"{name}, {args.stalled} stalled clients"] = load_with_stalled(
-                    flask_sender(port, timeout=STALLED_RUN_CLIENT_TIMEOUT), port, args)
-        finally:
-            stop(process)
+    for round_ in range(1, args.rounds + 1):
+        for name, (launch, port) in servers.items():
+            label = f"{name} (round {round_})" if args.rounds > 1 else name
+            send = {TENSOR_MLFLOW: send_mlflow, IMAGE_PYFUNC: send_pyfunc}.get(name) or flask_sender(port, timeout=60)
+            processes = launch()
+            try:
+                for i in range(len(images)):  # warm up, and check both serve the same model
+                    assert send(requests.Session(), i), f"{name} answered image {i} differently from the model"
+                results[label] = load(send, args.requests, args.concurrency, args.max_seconds)
+                results[label]["load_average_after"] = round(os.getloadavg()[0], 2)  # other work on the machine skews figures
+                if args.stalled and not name.startswith("mlflow"):
+                    # A shorter client timeout: a request the server cannot answer shows up as an error, not a hang.
+                    results[f"{label}, {args.stalled} stalled clients"] = load_with_stalled(
+                        flask_sender(port, timeout=STALLED_RUN_CLIENT_TIMEOUT), port, args)
+            finally:
+                for process in processes:
+                    stop(process)
 
     print("\n| server | requests | errors | req/s | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|---:|")
     for name, r in results.items():
@@ -370,7 +393,7 @@ def main() -> None:
     if args.output:
         args.output.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()},
                                            "results": results}, indent=2) + "\n")
-    if any(r["errors"] for name, r in results.items() if not name.startswith(SYNC_BASELINE)):
+    if any(r["errors"] for name, r in results.items() if not name.startswith(BASELINE)):
         raise SystemExit(f"errors: {({n: r['error_kinds'] for n, r in results.items()})}; server logs in {scratch}")
     shutil.rmtree(scratch, ignore_errors=True)
 

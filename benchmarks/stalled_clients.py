@@ -1,4 +1,5 @@
-"""Stalled clients, on loopback only: connections that send headers and part of a multipart body, then nothing.
+"""Stalled clients, on loopback only: connections that send headers and part of a multipart body, then nothing;
+and the front that holds them, nginx with serving/nginx.conf on loopback ports of the caller's choosing.
 
 Used by ``benchmarks/load_test.py`` (a load run with 16 of them open) and by
 ``tests/test_serving_server.py`` (a valid request must still be answered quickly, and the
@@ -6,10 +7,15 @@ stalled connections must be closed by the server's timeout). Every wait here is 
 """
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
+from pathlib import Path
 
+NGINX_CONF = Path(__file__).resolve().parents[1] / "serving" / "nginx.conf"
 BOUNDARY = "stalledclientboundary"
 DECLARED_BODY = 200_000  # bytes announced in Content-Length; far fewer are ever sent
 
@@ -109,3 +115,24 @@ class StalledClients:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=10)
+
+
+def nginx_binary() -> str | None:
+    """nginx, or None (Debian: ``apt-get install -y nginx``); /usr/sbin is not on every user's PATH."""
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+
+
+def start_nginx(prefix: Path, port: int, upstream_port: int, log) -> subprocess.Popen:
+    """serving/nginx.conf as it is, but listening on ``port`` and proxying to ``upstream_port``; its files in ``prefix``."""
+    text = NGINX_CONF.read_text()
+    for documented, chosen in (("listen 127.0.0.1:8000;", f"listen 127.0.0.1:{port};"),
+                               ("server 127.0.0.1:8001;", f"server 127.0.0.1:{upstream_port};")):
+        if text.count(documented) != 1:
+            raise ValueError(f"{NGINX_CONF} no longer has one {documented!r}")
+        text = text.replace(documented, chosen)
+    prefix.mkdir(parents=True, exist_ok=True)
+    (prefix / "nginx.conf").write_text(text)
+    # Started as root, nginx runs its worker as "nobody", who cannot write the caller's prefix: keep root there.
+    as_root = ["-g", "user root;"] if os.geteuid() == 0 else []
+    return subprocess.Popen([nginx_binary() or "nginx", "-p", str(prefix), "-e", "stderr", "-c", str(prefix / "nginx.conf"),
+                             *as_root], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -7,10 +7,11 @@ file by the stages that import it. tests/test_dvc_graph.py proves that every sta
 cover every module it imports.
 
 Importing the package sets OpenMP's wait policy to passive before any module here loads
-torch: by default OpenMP threads spin while they wait, and on a machine whose cores are
-shared (two cores, several jobs) a training step then took 5 times the wall time (880 ms
-instead of 170 ms for a seed-CNN step at load average 4.5; see docs/models.md). It changes
-no result. A value already in the environment wins.
+torch, once for every entry point (the stages, the server, the benchmarks and the tests all
+import this package first): by default OpenMP threads spin while they wait, and on a machine
+whose cores are shared (two cores, several jobs) a training step then took 5 times the wall
+time (880 ms instead of 170 ms for a seed-CNN step at load average 4.5; see docs/models.md).
+It changes no result. A value already in the environment wins.
 
 It then applies the CPU numerics mode (:mod:`lifecycle.core.numerics`: ``native`` or
 ``portable``, from ``$LIFECYCLE_NUMERICS`` or params.yaml's ``numerics``), whose switches the

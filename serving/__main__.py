@@ -1,9 +1,8 @@
 """Development server: ``python -m serving [--host 127.0.0.1] [--port 5000] [--model PATH|URI]``.
 
 Werkzeug's server, threaded, never in debug mode (its debugger runs arbitrary code for
-whoever can reach it), and without the read and request timeouts that keep slow clients
-from holding the service: production runs the same app under gunicorn with them,
-``gunicorn -c serving/gunicorn.conf.py``.
+whoever can reach it), and with nothing to keep slow clients from holding it: production runs
+the same app under gunicorn behind nginx (docs/serving.md).
 """
 from __future__ import annotations
 
@@ -37,8 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         identity = state.served.predictor.identity
         what = f"serving {identity.source} ({identity.name} {identity.version}; {state.served.choice.reason})"
-    print(f"{what}; on http://{args.host}:{args.port}/ (development server; production: gunicorn -c "
-          f"serving/gunicorn.conf.py)", file=sys.stderr)
+    print(f"{what}; on http://{args.host}:{args.port}/ (development server; production: gunicorn "
+          f"behind nginx, docs/serving.md)", file=sys.stderr)
     app.run(host=args.host, port=args.port, debug=False, use_reloader=False, threaded=True)
 
 

@@ -16,8 +16,9 @@ Every answer names the model that produced it: in the JSON of /predict, /health 
 /metadata, and in the ``X-Model-Name`` / ``X-Model-Version`` headers of every response.
 Which model, and the hot reload of a newly promoted one: :mod:`serving.model_source`.
 
-Production: ``gunicorn -c serving/gunicorn.conf.py`` (threads, read and request timeouts:
-see that file). Development: ``python -m serving`` (127.0.0.1:5000, never debug mode).
+Production: ``gunicorn -c serving/gunicorn.conf.py`` behind nginx (``serving/nginx.conf``, which
+buffers whole requests, so slow clients never hold a worker); see docs/serving.md.
+Development: ``python -m serving`` (127.0.0.1:5000, never debug mode).
 
 A model that does not load never stops the service (:mod:`serving.model_source`): /predict and
 /metadata answer 503 with a JSON ``error`` while no model is loaded, and readiness says why.
@@ -25,9 +26,8 @@ A model that does not load never stops the service (:mod:`serving.model_source`)
 Bad input is the client's mistake and always gets a 4xx with a JSON ``error`` sentence that
 says what was wrong: 400 for a request without a usable ``image`` field or with too many
 images, 413 for an upload over the byte limit or an image over the pixel limit (checked
-from the header, before decoding), 422 for a file that is not a readable image, 408 when the
-server gave up waiting for the rest of the body (the server's read or request timeout). Limits
-come from app config, else environment variables, else the defaults below (see :data:`SETTINGS`).
+from the header, before decoding), 422 for a file that is not a readable image. Limits come
+from app config, else environment variables, else the defaults below (:class:`Settings`).
 """
 from __future__ import annotations
 
@@ -39,28 +39,55 @@ from typing import Any
 import numpy as np
 import torch
 from flask import Flask, g, jsonify, request, send_from_directory
-from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from lifecycle.core.errors import UserError
-from lifecycle.core.images import ImageDecodeError, ImageTooLargeError
+from lifecycle.core.images import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageTooLargeError
 from lifecycle.inference import Predictor
 from serving.last_good import LastGood
 from serving.model_source import ServedModel, State
 
 STATIC = Path(__file__).with_name("static")
-
-# app.config key: (environment variable, type, default, what it limits)
-SETTINGS: dict[str, tuple[str, type, Any, str]] = {
-    "SERVE_MODEL": ("SERVE_MODEL", str, "", "model folder or MLflow URI; empty: models/best"),
-    "MAX_CONTENT_LENGTH": ("SERVE_MAX_UPLOAD_BYTES", int, 16 * 1024 * 1024, "bytes in one request (413 above)"),
-    "SERVE_MAX_IMAGES": ("SERVE_MAX_IMAGES", int, 16, "images in one request (400 above)"),
-    "SERVE_MAX_PIXELS": ("SERVE_MAX_PIXELS", int, 40_000_000, "pixels in one image, from its header (413 above)"),
-    "SERVE_TORCH_THREADS": ("SERVE_TORCH_THREADS", int, 0, "torch threads per worker; 0: torch's default"),
-    "SERVE_RELOAD_SECONDS": ("SERVE_RELOAD_SECONDS", int, 10, "seconds between checks for a promoted model; 0: never"),
-}
-ZERO_ALLOWED = {"SERVE_TORCH_THREADS", "SERVE_RELOAD_SECONDS"}
-
 log = logging.getLogger(__name__)
+
+
+class Settings(BaseSettings):
+    """The service's settings: ``create_app``'s config, else the environment variable ``SERVE_<NAME>``
+    (empty counts as unset), else the default. gunicorn's (bind ... pidfile) are read by serving/gunicorn.conf.py."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVE_", env_ignore_empty=True)
+
+    model: str = ""                                        # model folder or MLflow URI; empty: serving/model_source.py chooses
+    max_upload_bytes: int = Field(16 * 1024 * 1024, gt=0)  # bytes in one request (413 above)
+    max_images: int = Field(16, gt=0)                      # images in one request (400 above)
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0)      # pixels in one image, from its header (413 above)
+    torch_threads: int = Field(0, ge=0)                    # torch threads per worker; 0: torch's default
+    reload_seconds: int = Field(10, ge=0)                  # seconds between checks for a promoted model; 0: never
+    bind: str = "127.0.0.1:8001"                           # gunicorn's address: serving/nginx.conf's upstream
+    workers: int = Field(2, gt=0)                          # gunicorn worker processes, each with its own model
+    threads: int = Field(32, gt=0)                         # requests a worker answers at once
+    pidfile: str = ""                                      # gunicorn's master writes its process id here
+
+
+FLASK_NAMES = {"MAX_CONTENT_LENGTH": "max_upload_bytes"}  # create_app's keys that are Flask's; the others: SERVE_<NAME>
+
+
+def load_settings(config: dict[str, Any] | None = None) -> Settings:
+    """The settings, ``config``'s keys over the environment's; a bad value is a UserError naming its key or variable."""
+    config = config or {}
+    fields = {key: FLASK_NAMES.get(key) or key.removeprefix("SERVE_").lower() for key in config}
+    named = {field: key for key, field in fields.items() if field in Settings.model_fields}  # field -> config key
+    try:
+        return Settings(**{field: config[key] for field, key in named.items()})
+    except ValidationError as error:
+        problem = error.errors()[0]
+        field = str(problem["loc"][0])
+        variable = f"SERVE_{field.upper()}"
+        what = (f"app config {named[field]}={config[named[field]]!r}" if field in named
+                else f"environment variable {variable}={os.environ.get(variable)!r}")
+        raise UserError(f"{what} is not valid: {problem['msg'][0].lower()}{problem['msg'][1:]}.") from None
 
 
 class BadRequest(Exception):
@@ -75,41 +102,22 @@ class BadRequest(Exception):
 # The model's scores /metadata reports: select writes them into the sidecar's info, per split.
 HELD_OUT_SPLITS = ("val", "test")
 
-def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Defaults, overridden by environment variables, overridden by ``overrides``; validated."""
-    settings: dict[str, Any] = {}
-    for key, (variable, kind, default, _) in SETTINGS.items():
-        value: Any = default
-        if os.environ.get(variable, "") != "":
-            raw = os.environ[variable]
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise UserError(f"environment variable {variable}={raw!r} must be an integer.") from None
-        if overrides and key in overrides:
-            value = overrides[key]
-        if kind is int and (not isinstance(value, int) or value < 0 or (value == 0 and key not in ZERO_ALLOWED)):
-            raise UserError(f"{key} (environment variable {variable}) must be a positive integer, got {value!r}.")
-        settings[key] = value
-    return settings
-
 
 def create_app(config: dict[str, Any] | None = None, predictor: Predictor | None = None) -> Flask:
     """The Flask app serving ``predictor``, else ``SERVE_MODEL``, else the default (:mod:`serving.model_source`)."""
     settings = load_settings(config)
-    if settings["SERVE_TORCH_THREADS"]:
-        torch.set_num_threads(settings["SERVE_TORCH_THREADS"])
-    served = ServedModel(settings["SERVE_MODEL"] or None, predictor, last_good=LastGood.from_environment())
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    served = ServedModel(settings.model or None, predictor, last_good=LastGood.from_environment())
 
     app = Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
-    app.config.update({k: v for k, v in (config or {}).items() if k not in settings})
-    app.config.update(settings)
-    app.config["DEBUG"] = False
+    app.config.update(config or {})
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_upload_bytes, DEBUG=False)
     app.json.sort_keys = False
     app.extensions["served_model"] = served
-    served.watch(settings["SERVE_RELOAD_SECONDS"])
+    served.watch(settings.reload_seconds)
 
-    _register_routes(app, served)
+    _register_routes(app, served, settings)
     _register_errors(app)
     return app
 
@@ -139,7 +147,7 @@ class NoModel(Exception):
     """No model is loaded: /predict and /metadata answer 503 with the reason."""
 
 
-def _register_routes(app: Flask, served: ServedModel) -> None:
+def _register_routes(app: Flask, served: ServedModel, settings: Settings) -> None:
     @app.before_request
     def pin_model():
         # One model per request, even if a reload swaps it meanwhile: the answer names the one that computed it.
@@ -157,8 +165,8 @@ def _register_routes(app: Flask, served: ServedModel) -> None:
         if current is not None:
             response.headers["X-Model-Name"] = current.predictor.identity.name
             response.headers["X-Model-Version"] = current.predictor.identity.version
-        elif response.status_code == 503 and app.config["SERVE_RELOAD_SECONDS"]:
-            response.headers["Retry-After"] = str(app.config["SERVE_RELOAD_SECONDS"])
+        elif response.status_code == 503 and settings.reload_seconds:
+            response.headers["Retry-After"] = str(settings.reload_seconds)
         # The page loads nothing from elsewhere; previews are blob: URLs of the user's own file.
         response.headers.setdefault(
             "Content-Security-Policy",
@@ -197,17 +205,17 @@ def _register_routes(app: Flask, served: ServedModel) -> None:
             "metrics": {split: info[split] for split in HELD_OUT_SPLITS if split in info},
             "info": info,
             "limits": {
-                "max_upload_bytes": app.config["MAX_CONTENT_LENGTH"],
-                "max_images": app.config["SERVE_MAX_IMAGES"],
-                "max_pixels": app.config["SERVE_MAX_PIXELS"],
+                "max_upload_bytes": settings.max_upload_bytes,
+                "max_images": settings.max_images,
+                "max_pixels": settings.max_pixels,
             },
         })
 
     @app.post("/predict")
     def predict():
         predictor = model()
-        uploads = _uploads(app.config["SERVE_MAX_IMAGES"])
-        images = [_decode(predictor, data, name, len(uploads), app.config["SERVE_MAX_PIXELS"])
+        uploads = _uploads(settings.max_images)
+        images = [_decode(predictor, data, name, len(uploads), settings.max_pixels)
                   for name, data in uploads]
         answers = [predictor.describe(p) for p in predictor.predict(np.stack(images))]
         if len(answers) == 1:
@@ -223,15 +231,7 @@ def _uploads(max_images: int) -> list[tuple[str, bytes]]:
     if request.mimetype != "multipart/form-data":
         sent = request.mimetype or "no body"
         raise BadRequest(f"send the image as multipart/form-data in the field 'image' (this request was {sent}).")
-    try:
-        files = request.files.getlist("image")  # reads the body from the client
-    except (TimeoutError, ClientDisconnected) as error:
-        # Werkzeug reports a failed read as a disconnect; a TimeoutError behind it is the server's
-        # read or request timeout (serving/worker.py): the client stalled, and that is a 408.
-        timeout = error if isinstance(error, TimeoutError) else error.__context__
-        if not isinstance(timeout, TimeoutError):
-            raise
-        raise BadRequest(f"the request body did not arrive in time: {timeout}.", 408) from None
+    files = request.files.getlist("image")  # reads the body from the client
     if not files:
         other = sorted(set(request.files) | set(request.form))
         hint = f"; the request had only: {', '.join(repr(n) for n in other)}" if other else ""

@@ -1,23 +1,22 @@
-"""Production settings for the /predict service: ``gunicorn -c serving/gunicorn.conf.py``.
+"""Production settings for the /predict service: ``gunicorn -c serving/gunicorn.conf.py``, behind nginx.
 
-One command from any folder; environment variables adjust it (defaults in brackets):
+One command from any folder; environment variables adjust it (:class:`serving.app.Settings`,
+defaults in brackets):
 
-    SERVE_BIND             address to listen on [127.0.0.1:8000]; put a TLS proxy in front before 0.0.0.0
+    SERVE_BIND             address to listen on [127.0.0.1:8001]: serving/nginx.conf's upstream
     SERVE_WORKERS          worker processes, each with its own copy of the model [2]
-    SERVE_THREADS          threads per worker: requests a worker answers at once, stalled ones included [32]
-    SERVE_READ_TIMEOUT     seconds a request may send nothing before it gets a 408 or is closed [10]
-    SERVE_REQUEST_TIMEOUT  seconds to receive a whole request, headers and body [30]
+    SERVE_THREADS          threads per worker: requests a worker answers at once [32]
     SERVE_PIDFILE          write the master's process id here, for ``kill -HUP`` [none]
     SERVE_STATE_DIR        where the master keeps its private copy of the last model that loaded [system temp]
     SERVE_MODEL, SERVE_MAX_*, SERVE_TORCH_THREADS, SERVE_RELOAD_SECONDS: the app's, see serving/app.py
 
-Why these: threaded workers (:mod:`serving.worker`) keep answering while slow clients are
-connected, since a thread waiting on a client costs no CPU and the read and request
-timeouts free it; the worker's heartbeat comes from its main loop, so gunicorn never kills
-a worker because a client stalls (the sync worker did, and that client got an HTML 500).
-``kill -HUP <master pid>`` starts fresh workers (new code, the model chosen now) and
-retires the old ones after their requests; a promoted model is picked up without it
-(SERVE_RELOAD_SECONDS).
+Why these: gunicorn's threaded worker (``gthread``) answers from a pool of threads and keeps
+its heartbeat in its main loop, so a slow request never gets a worker killed. It does not
+bound how long it waits on a client, so slow and stalled clients are nginx's job
+(serving/nginx.conf buffers each whole request before gunicorn sees it; measurements in
+docs/serving.md): expose nginx, never this port. ``kill -HUP <master pid>`` starts fresh
+workers (new code, the model chosen now) and retires the old ones after their requests; a
+promoted model is picked up without it (SERVE_RELOAD_SECONDS).
 
 A model that fails to load never stops the service: the master creates a private folder at
 start (``on_starting``) where workers keep the last model that loaded, and a new worker (after
@@ -34,33 +33,25 @@ ROOT = Path(__file__).resolve().parents[1]  # the repository root: models/best a
 if str(ROOT) not in sys.path:  # gunicorn reads this file before it changes to ``chdir``
     sys.path.insert(0, str(ROOT))
 
+from lifecycle.core.errors import UserError  # noqa: E402
 from serving import last_good  # noqa: E402
-from serving.worker import READ_TIMEOUT, REQUEST_TIMEOUT, timeout_setting  # noqa: E402
+from serving.app import load_settings  # noqa: E402
 
-
-def _positive_int(variable: str, default: int) -> int:
-    raw = os.environ.get(variable, "")
-    if raw == "":
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise SystemExit(f"error: environment variable {variable}={raw!r} must be a positive integer.")
-    return int(raw)
-
-
-# Idle OpenMP threads sleep instead of spinning, so workers on a small machine don't steal each other's cores.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+try:
+    settings = load_settings()  # a bad value stops the master, naming its variable
+except UserError as error:
+    raise SystemExit(f"error: {error}") from None
 
 wsgi_app = "serving:create_app()"
 chdir = str(ROOT)
-bind = [os.environ.get("SERVE_BIND") or "127.0.0.1:8000"]
-workers = _positive_int("SERVE_WORKERS", 2)
-worker_class = "serving.worker.DeadlineThreadWorker"
-threads = _positive_int("SERVE_THREADS", 32)  # room for 16 stalled clients and 8 busy ones on ONE worker
-timeout_setting(READ_TIMEOUT), timeout_setting(REQUEST_TIMEOUT)  # a bad value stops the master, naming it
+bind = [settings.bind]
+workers = settings.workers
+worker_class = "gthread"
+threads = settings.threads
 timeout = 30           # heartbeat: a worker whose main loop is silent this long is restarted
-graceful_timeout = 40  # after HUP or TERM, in-flight requests get this long (over the request timeout)
-keepalive = 5          # seconds an idle keep-alive connection is kept; it holds no thread meanwhile
-pidfile = os.environ.get("SERVE_PIDFILE") or None
+graceful_timeout = 40  # after HUP or TERM, in-flight requests get this long
+keepalive = 5          # seconds an idle keep-alive connection is kept
+pidfile = settings.pidfile or None
 control_socket_disable = True  # no shared $HOME/.gunicorn/gunicorn.ctl between several services
 preload_app = False    # each worker loads the model itself, after the fork: HUP then loads the current one
 

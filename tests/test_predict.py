@@ -143,13 +143,14 @@ def test_chunked_parallel_decoding_gives_the_bytes_of_one_file_at_a_time(folder,
         assert chunked.skipped.equals(serial.skipped) and chunked.report == serial.report
 
 
-def test_the_predict_stage_sets_passive_openmp_waiting_before_torch_loads():
+@pytest.mark.parametrize("entry_point", ["stages.predict", "serving"])  # serving: gunicorn's master and workers
+def test_passive_openmp_waiting_is_set_before_torch_loads(entry_point):
     probe = ("import os, sys\n"
              "class Hook:\n"
              "    def find_spec(self, name, path=None, target=None):\n"
              "        if name == 'torch': print('torch sees', os.environ.get('OMP_WAIT_POLICY'))\n"
              "sys.meta_path.insert(0, Hook())\n"
-             "import stages.predict\n")
+             f"import {entry_point}\n")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert result.stdout.splitlines()[0] == "torch sees PASSIVE"

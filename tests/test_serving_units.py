@@ -1,15 +1,11 @@
-"""The service's parts that need no server: which model is served and its reload, the worker's timeouts
-and accept gating, and exported (pt2) models placed on one device."""
+"""The service's parts that need no server: which model is served and its reload, the last good
+model, and exported (pt2) models placed on one device."""
 from __future__ import annotations
 
 import dataclasses
 import logging
 import re
-import selectors
-import socket
-import threading
 import time
-from concurrent import futures
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +18,6 @@ from lifecycle.inference import Predictor, load_predictor, place_exported, requi
 from serving.app import readiness
 from serving.last_good import LastGood
 from serving.model_source import RegistryUnavailable, ServedModel, State, choose_model, folder_key
-from serving.worker import ClientTimeout, DeadlineSocket, DeadlineThreadWorker
 from tests.test_serving import make_model
 
 
@@ -249,132 +244,6 @@ def test_readiness_is_ok_degraded_or_unavailable(tmp_path):
     assert degraded["problem"].startswith("models/best/model.pt could not be loaded: bad zip; serving the last")
     unavailable, status = readiness(State(None, "models/best/model.pt could not be loaded: bad zip."))
     assert status == 503 and unavailable["status"] == "unavailable" and "models/best/model.pt" in unavailable["problem"]
-
-
-# --- the worker: read and request timeouts, and no accepting while saturated --------------------
-
-def deadline_pair(read_timeout: float, request_timeout: float) -> tuple[DeadlineSocket, socket.socket]:
-    server, client = socket.socketpair()
-    return DeadlineSocket.adopt(server, read_timeout, request_timeout), client
-
-
-def test_a_silent_client_times_out_after_the_read_timeout():
-    server, client = deadline_pair(read_timeout=0.3, request_timeout=30)
-    with server, client:
-        client.sendall(b"POST /predict HTTP/1.1\r\n")
-        assert server.recv(100).startswith(b"POST")
-        began = time.monotonic()
-        with pytest.raises(ClientTimeout, match="no data from the client for 0.3 s"):
-            server.recv(100)
-        assert 0.25 < time.monotonic() - began < 3
-        with pytest.raises(ClientTimeout):  # and the connection is done for
-            server.recv(100)
-
-
-def test_a_trickling_client_times_out_at_the_request_deadline():
-    server, client = deadline_pair(read_timeout=0.5, request_timeout=1.0)
-    stop = threading.Event()
-
-    def trickle():
-        while not stop.wait(0.1):
-            try:
-                client.send(b"x")
-            except OSError:
-                return
-
-    thread = threading.Thread(target=trickle)
-    thread.start()
-    began = time.monotonic()
-    try:
-        with pytest.raises(ClientTimeout, match="not received within 1 s"):
-            while True:
-                server.recv(1)
-    finally:
-        stop.set()
-        thread.join()
-        server.close()
-        client.close()
-    assert 0.9 < time.monotonic() - began < 4
-
-
-def test_a_callers_own_shorter_timeout_is_a_plain_timeout():
-    """gunicorn bounds its drain of an unread body itself; that must not count as the client's timeout."""
-    server, client = deadline_pair(read_timeout=10, request_timeout=30)
-    with server, client:
-        server.settimeout(0.2)
-        with pytest.raises(TimeoutError) as raised:
-            server.recv(10)
-        assert not isinstance(raised.value, ClientTimeout) and server.timed_out is None
-        assert server.gettimeout() == 0.2
-
-
-def gthread_worker(threads: int) -> DeadlineThreadWorker:
-    from gunicorn.config import Config
-
-    cfg = Config()
-    cfg.set("threads", threads)
-    listener = socket.create_server(("127.0.0.1", 0))
-    worker = DeadlineThreadWorker(1, 0, [listener], None, 30, cfg, logging.getLogger("test-worker"))
-    worker.poller = selectors.DefaultSelector()
-    worker.tpool = futures.ThreadPoolExecutor(max_workers=threads)
-    worker.method_queue.init()
-    return worker
-
-
-class FakeConnection:
-    def close(self, graceful: bool = False) -> None:
-        pass
-
-
-def test_a_worker_with_every_thread_busy_stops_accepting_until_one_is_free():
-    worker = gthread_worker(threads=2)
-    release = threading.Event()
-    worker.handle = lambda conn: release.wait(10) and False  # a request that holds its thread until released
-    try:
-        worker.set_accept_enabled(True)
-        assert worker._accepting
-        worker.enqueue_req(FakeConnection())
-        assert worker._accepting  # one of two threads busy
-        worker.enqueue_req(FakeConnection())
-        assert not worker._accepting  # both busy: new connections go to another worker, or wait in the kernel
-        worker.set_accept_enabled(True)  # what the run loop asks on its next turn
-        assert not worker._accepting
-        release.set()
-        deadline = time.monotonic() + 10
-        while worker.busy_threads and time.monotonic() < deadline:  # the main loop's part: finish_request
-            worker.method_queue.run_callbacks(None)
-            time.sleep(0.01)
-        assert worker.busy_threads == 0
-        worker.set_accept_enabled(True)
-        assert worker._accepting
-    finally:
-        release.set()
-        worker.tpool.shutdown(wait=True)
-        for listener in worker.sockets:
-            listener.close()
-
-
-def test_a_keep_alive_connection_answered_as_shutdown_begins_stays_open_for_the_next_request():
-    """gthread closed it at once, under a request the client may already be sending (dropped at HUP)."""
-    from gunicorn.workers.gthread import TConn
-
-    worker = gthread_worker(threads=2)
-    server, client = socket.socketpair()
-    try:
-        conn = TConn(worker.cfg, DeadlineSocket.adopt(server, 10, 30), ("127.0.0.1", 1), ("127.0.0.1", 2))
-        worker.nr_conns, worker.busy_threads = 1, 1
-        worker.alive = False  # HUP or TERM arrived while the answer was being written
-        answered = futures.Future()
-        answered.set_result(True)  # the handler's "keep alive"
-        worker.finish_request(conn, answered)
-        assert conn in worker.keepalived_conns and worker.nr_conns == 1
-        assert conn.sock.fileno() != -1  # still open: the graceful loop answers a next request, or times it out
-    finally:
-        worker.tpool.shutdown(wait=True)
-        server.close()
-        client.close()
-        for listener in worker.sockets:
-            listener.close()
 
 
 # --- exported (pt2) models land on one device -----------------------------------------------------

@@ -39,7 +39,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # The reduced decode keeps each side at least this many times the model's input side.
 DRAFT_MARGIN = 2
 
-# Larger than any photo a phone takes (about 50 megapixels), far below what exhausts memory.
+# Larger than any photo a phone takes (about 50 megapixels), far below what exhausts memory:
+# the default of predict.max_pixels (core/schema.py) and of the service's SERVE_MAX_PIXELS.
 DEFAULT_MAX_PIXELS = 64_000_000
 
 

@@ -19,8 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-# MLflow-free, torch-free: the image decoding limit is a plain number.
-DEFAULT_MAX_PIXELS = 64_000_000
+from lifecycle.core.images import DEFAULT_MAX_PIXELS
 
 
 class ParamError(ValueError):
