@@ -21,7 +21,7 @@ import torchvision
 
 from lifecycle.augmentation import Augmenting
 from lifecycle.core.errors import UserError
-from lifecycle.models import ModelSpec, build_model, check_image_size, save_model
+from lifecycle.models import ModelSpec, build_model, check_image_size, save_model, torchvision_model
 
 ROTATIONS = ("rot0", "rot90", "rot180", "rot270")  # the pretext task's classes
 
@@ -93,9 +93,8 @@ def fetch_imagenet(architecture: str, image_size: int, folder: Path) -> ModelSpe
     sha256 is recorded in the sidecar either way.
     """
     weights = imagenet_weights(architecture)
-    extra = {"aux_logits": False} if architecture in ("googlenet", "inception_v3") else {}
     try:
-        model = torchvision.models.get_model(architecture, weights=weights, **extra)
+        model = torchvision_model(architecture, weights)
     except (URLError, OSError, RuntimeError) as error:
         raise UserError(
             f"pretrain.weights is imagenet but the ImageNet weights of {architecture} are not cached and cannot be "

@@ -16,14 +16,9 @@ from torch import nn
 from lifecycle.augmentation import Augmenting
 from lifecycle.backbones import finetune_groups
 from lifecycle.core.schema import AugmentParams
-from lifecycle.models import ModelSpec, build_model, save_model
+from lifecycle.models import ModelSpec, build_model, predict_logits, save_model
 from lifecycle.training.log import EpochLog
-from lifecycle.training.loop import (
-    FitConfig,
-    Samples,
-    fit,
-    predict_logits,
-)
+from lifecycle.training.loop import FitConfig, Samples, fit
 from lifecycle.training.runtime import Cluster, batch_seed, seed_everything
 from tests.conftest import ROOT, env_with_venv
 from tests.distributed_fit import separable_images
