@@ -4,7 +4,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 import pytest
-from imblearn.over_sampling import SMOTE
+from imblearn.over_sampling import SMOTE, RandomOverSampler
 from PIL import Image
 
 from lifecycle.cleaning import impute, preprocess
@@ -188,6 +188,15 @@ def test_smote_never_copies_the_majority_class_as_floats(monkeypatch):
     seen.clear()
     balance(images[:20], np.array([0] * 10 + [1] * 10), SynthesizeParams(method="smote", k_neighbors=3), seed=0)
     assert seen == []  # a balanced split costs nothing
+
+
+def test_an_oversampler_that_reorders_the_originals_is_refused(tiny_images, monkeypatch):
+    """The synthetic flags count on the originals coming back first and in order."""
+    images, labels = tiny_images
+    resample = RandomOverSampler.fit_resample
+    monkeypatch.setattr(RandomOverSampler, "fit_resample", lambda self, x, y: tuple(a[::-1] for a in resample(self, x, y)))
+    with pytest.raises(ValueError, match="original images first"):
+        balance(images, labels, SynthesizeParams(method="random_over"), seed=0)
 
 
 def test_smote_with_too_few_minority_images_names_the_key(tiny_images):
