@@ -4,7 +4,8 @@ A model on disk is a folder with ``model.pt`` (a ``state_dict``, loaded with
 ``torch.load(weights_only=True)``, so nothing is ever unpickled) and ``model.json``, the
 sidecar from which any consumer rebuilds it: architecture and its arguments, class names,
 image size and normalisation. :func:`build_model` is the single place that turns a spec
-into an ``nn.Module``.
+into an ``nn.Module``, and :func:`predict_logits` the one forward path: evaluate, predict,
+the service, frozen features and the training loop's validation all run a model through it.
 
 Architectures:
 - ``seed_cnn``: the seed's CNN (conv 3x3 -> ReLU -> max-pool, then one linear layer whose
