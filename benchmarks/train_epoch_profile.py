@@ -20,9 +20,9 @@ from lifecycle.augmentation import Augmenting  # noqa: E402  (first: sets the Op
 from lifecycle.core import paths  # noqa: E402
 from lifecycle.core.io import read_arrays, read_json  # noqa: E402
 from lifecycle.core.params import load_params  # noqa: E402
-from lifecycle.models import ModelSpec, build_model  # noqa: E402
+from lifecycle.models import ModelSpec, build_model, image_preparer, predict_logits  # noqa: E402
 from lifecycle.training.log import EpochLog  # noqa: E402
-from lifecycle.training.loop import EpochRecord, Samples, image_preparer, predict_logits  # noqa: E402
+from lifecycle.training.loop import EpochRecord, Samples  # noqa: E402
 from lifecycle.training.runtime import seed_everything  # noqa: E402
 
 import torch  # noqa: E402
@@ -66,7 +66,7 @@ def main() -> None:
         for name, spent in zip(("gather", "augment", "prepare", "step"), (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             seconds[name] += spent
     started = time.perf_counter()
-    predict_logits(model, validation.inputs, prepare, batch_size=max(params.batch_size, 128))
+    predict_logits(model.eval(), validation.inputs, prepare, batch_size=max(params.batch_size, 128))
     seconds["validation"] = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as folder:
         log = EpochLog(Path(folder) / "live")

@@ -10,17 +10,19 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from lifecycle.models import (
     ModelSpec,
     head_layer,
+    image_preparer,
     load_model,
+    predict_logits,
     replace_head,
     set_head,
 )
-from lifecycle.training.loop import image_preparer, predict_logits
 
 
 def load_backbone(folder: Path, num_classes: int) -> nn.Module:
@@ -45,11 +47,17 @@ def feature_extractor(model: nn.Module) -> nn.Module:
     return body.eval()
 
 
-def frozen_features(
-    body: nn.Module, images: torch.Tensor, spec: ModelSpec, device: torch.device | str = "cpu", desc: str | None = None
-) -> torch.Tensor:
-    """Penultimate features (N, D) of uint8 images (N, 3, S, S): computed once, then cached."""
-    return predict_logits(body, images, image_preparer(spec.mean, spec.std), batch_size=64, device=device, desc=desc)
+def frozen_features(body: nn.Module, images: np.ndarray | torch.Tensor, spec: ModelSpec,
+                    device: torch.device | str = "cpu", desc: str | None = None) -> torch.Tensor:
+    """Penultimate features (N, D) of uint8 images (N, S, S, 3) or (N, 3, S, S): computed once, then cached.
+
+    No random draw is involved (``body`` is in eval mode), so no seed is needed. Each batch
+    goes in channels first and contiguous: a channels-last batch would run other convolution
+    kernels, whose features differ in the last bits.
+    """
+    normalise = image_preparer(spec.mean, spec.std)
+    return predict_logits(body, torch.as_tensor(images), lambda batch: normalise(batch).contiguous(),
+                          batch_size=64, device=device, desc=desc)
 
 
 @dataclasses.dataclass(frozen=True)

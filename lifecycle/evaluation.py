@@ -8,7 +8,9 @@ compares the models on validation only, so the test split stays an unbiased repo
 chosen model.
 
 For two classes, precision, recall and F1 are about the second class (``dog``), and ROC
-AUC uses its probability; for more classes they are macro averages (one-vs-rest AUC).
+AUC uses its probability; for more classes they are macro averages (one-vs-rest AUC). ROC
+AUC is undefined on images of a single class: None, null in a metrics file, which ``dvc
+metrics`` and the mirror skip and ``select`` ranks below any score.
 
 Every headline number carries its noise (``metric_intervals``): a 95% interval, written
 beside the metric as ``<metric>_low`` and ``<metric>_high``: Wilson's score interval for
@@ -19,6 +21,7 @@ images for the others. Two models on the same images are compared by a paired te
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import numpy as np
@@ -57,10 +60,10 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, classe
     }
 
 
-def roc_auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """ROC AUC; 0.5 (chance) when a split holds a single class and AUC is undefined."""
+def roc_auc(labels: np.ndarray, probabilities: np.ndarray) -> float | None:
+    """ROC AUC; None (null in a metrics file) when ``labels`` hold a single class: it is undefined."""
     if len(np.unique(labels)) < 2:
-        return 0.5
+        return None
     if probabilities.shape[1] == 2:
         return float(skm.roc_auc_score(labels, probabilities[:, 1]))
     return float(skm.roc_auc_score(labels, probabilities, multi_class="ovr", labels=list(range(probabilities.shape[1]))))
@@ -82,9 +85,15 @@ def roc_points(labels: np.ndarray, probabilities: np.ndarray) -> pd.DataFrame:
 
 
 def select_best(reports: dict[str, dict[str, Any]], metric: str) -> str:
-    """The candidate with the highest validation ``metric`` (ties: the earlier, simpler one)."""
+    """The candidate with the highest validation ``metric`` (ties: the earlier, simpler one; undefined: last)."""
     order = {name: i for i, name in enumerate(reports)}
-    return max(reports, key=lambda name: (reports[name]["val"][metric], -order[name]))
+    value = {name: report["val"][metric] for name, report in reports.items()}
+    return max(reports, key=lambda name: (value[name] is not None, value[name] or 0.0, -order[name]))
+
+
+def score_text(value: float | None) -> str:
+    """A score as the stages print it: four decimals, or "undefined" (the ROC AUC of a single class)."""
+    return "undefined" if value is None else f"{value:.4f}"
 
 
 def runner_up(reports: dict[str, dict[str, Any]], metric: str) -> str | None:
@@ -100,14 +109,15 @@ def correct_from_confusion_rows(rows: pd.DataFrame) -> np.ndarray:
 
 
 def metric_intervals(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], seed: int,
-                     resamples: int) -> dict[str, float]:
+                     resamples: int) -> dict[str, float | None]:
     """The 95% interval of each of ``METRIC_NAMES``, keyed by :func:`interval_keys`.
 
     Accuracy: Wilson's score interval (scipy's ``binomtest(...).proportion_ci``), exact for a
     proportion of images right and never outside [0, 1]. The others are not proportions of
     the images: a percentile bootstrap (scipy's ``bootstrap``) over the split's images, the
     images resampled together with their labels, ``resamples`` times from ``seed``, so the
-    same predictions always give the same interval."""
+    same predictions always give the same interval. A resample of a single class has no ROC
+    AUC: its interval is taken over the resamples that have one (None if none has)."""
     labels = np.asarray(labels)
     right = int((probabilities.argmax(axis=1) == labels).sum())
     wilson = stats.binomtest(right, len(labels)).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
@@ -122,19 +132,29 @@ def metric_intervals(labels: np.ndarray, probabilities: np.ndarray, classes: lis
     def scores(images: np.ndarray) -> np.ndarray:  # one resample (the indices of its images): others' values
         precision, recall, f1, _ = skm.precision_recall_fscore_support(labels[images], predictions[images],
                                                                        zero_division=0, **extra)
-        return np.array([precision, recall, f1, roc_auc(labels[images], probabilities[images])])
+        auc = roc_auc(labels[images], probabilities[images])
+        return np.array([precision, recall, f1, np.nan if auc is None else auc])
 
-    result = stats.bootstrap((np.arange(len(labels)),), scores, n_resamples=resamples, confidence_level=CONFIDENCE,
-                             method="percentile", vectorized=False, rng=np.random.default_rng(seed))
-    for name, low_value, high_value in zip(others, result.confidence_interval.low, result.confidence_interval.high):
+    with warnings.catch_warnings():  # scipy's interval is nan where a resample is: see below
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        result = stats.bootstrap((np.arange(len(labels)),), scores, n_resamples=resamples, confidence_level=CONFIDENCE,
+                                 method="percentile", vectorized=False, rng=np.random.default_rng(seed))
+    # The percentile interval as bootstrap computes it, over the resamples where the metric is defined.
+    tail = (1 - CONFIDENCE) / 2
+    bounds = stats.quantile(result.bootstrap_distribution, [tail, 1 - tail], axis=-1, nan_policy="omit")
+    for name, (low_value, high_value) in zip(others, bounds):
         low, high = interval_keys(name)
-        intervals[low], intervals[high] = float(low_value), float(high_value)
+        intervals[low], intervals[high] = _defined(low_value), _defined(high_value)
     return intervals
 
 
-def with_intervals(scores: dict[str, float], intervals: dict[str, float]) -> dict[str, float]:
+def _defined(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
+
+
+def with_intervals(scores: dict[str, float | None], intervals: dict[str, float | None]) -> dict[str, float | None]:
     """Each metric followed by its interval, in ``METRIC_NAMES`` order: what a metrics file holds per split."""
-    report: dict[str, float] = {}
+    report: dict[str, float | None] = {}
     for name in METRIC_NAMES:
         low, high = interval_keys(name)
         report.update({name: scores[name], low: intervals[low], high: intervals[high]})

@@ -4,7 +4,8 @@ A model on disk is a folder with ``model.pt`` (a ``state_dict``, loaded with
 ``torch.load(weights_only=True)``, so nothing is ever unpickled) and ``model.json``, the
 sidecar from which any consumer rebuilds it: architecture and its arguments, class names,
 image size and normalisation. :func:`build_model` is the single place that turns a spec
-into an ``nn.Module``.
+into an ``nn.Module``, and :func:`predict_logits` the one forward path: evaluate, predict,
+the service, frozen features and the training loop's validation all run a model through it.
 
 Architectures:
 - ``seed_cnn``: the seed's CNN (conv 3x3 -> ReLU -> max-pool, then one linear layer whose
@@ -30,6 +31,7 @@ from lifecycle.core.errors import UserError
 from lifecycle.core.images import IMAGENET_MEAN, IMAGENET_STD
 from lifecycle.core.io import write_bytes_atomic, write_json_atomic
 from lifecycle.core.paths import relative
+from lifecycle.core.progress import progress
 
 WEIGHTS_FILE = "model.pt"
 SIDECAR_FILE = "model.json"
@@ -146,13 +148,19 @@ def build_model(spec: ModelSpec) -> nn.Module:
         raise UserError(
             f"unknown architecture '{spec.architecture}'; use seed_cnn or a torchvision.models classifier such as resnet18."
         )
-    # Single-output variants of the two classifiers that have auxiliary heads, so every
-    # model returns plain logits in training as in evaluation.
-    extra = {"aux_logits": False} if spec.architecture in ("googlenet", "inception_v3") else {}
+    return replace_head(torchvision_model(spec.architecture), num_classes)
+
+
+def torchvision_model(architecture: str, weights: Any = None) -> nn.Module:
+    """torchvision's ``architecture`` (``weights``: None, or its ImageNet weights enum).
+
+    The two classifiers with auxiliary heads (googlenet, inception_v3) come in their
+    single-output variant, so every model returns plain logits in training as in evaluation.
+    """
     import torchvision
 
-    model = torchvision.models.get_model(spec.architecture, weights=None, **extra)
-    return replace_head(model, num_classes)
+    extra = {"aux_logits": False} if architecture in ("googlenet", "inception_v3") else {}
+    return torchvision.models.get_model(architecture, weights=weights, **extra)
 
 
 def check_image_size(model: nn.Module, architecture: str, image_size: int) -> None:
@@ -229,27 +237,48 @@ def to_model_input(
     return (batch - mean_t) / std_t
 
 
+def image_preparer(mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
+    """The batch step for images: uint8 (N, 3, H, W) or (N, H, W, 3) to the normalised float batch."""
+    return lambda batch: to_model_input(batch, mean, std)
+
+
+def predict_logits(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    prepare: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    desc: str | None = None,
+) -> torch.Tensor:
+    """The one forward path: logits (N, C), float32 on the CPU, of ``inputs`` batch by batch.
+
+    Each batch is moved to ``device``, then ``prepare`` makes it model input (for images
+    :func:`image_preparer`). ``model`` is in eval mode (:func:`load_model` returns it so, the
+    training loop switches to it to validate) or an exported (pt2) module, whose mode is fixed.
+    """
+    chunks = []
+    starts = range(0, len(inputs), batch_size)
+    if desc:
+        starts = progress(starts, desc=desc, total=len(starts))
+    with torch.no_grad():
+        for start in starts:
+            chunks.append(model(prepare(inputs[start : start + batch_size].to(device))).float().cpu())
+    return torch.cat(chunks) if chunks else torch.zeros(0, 0)
+
+
 def class_probabilities(
-    model: Callable[[torch.Tensor], Any],
+    model: Callable[[torch.Tensor], torch.Tensor],
     images: np.ndarray | torch.Tensor,
     spec: ModelSpec,
     device: torch.device | str = "cpu",
     batch_size: int = 256,
 ) -> np.ndarray:
-    """The one forward path from uint8 images (N, S, S, 3) to class probabilities (N, C), float64.
+    """Class probabilities (N, C), float64, of uint8 images (N, S, S, 3), by :func:`predict_logits`.
 
     evaluate, the predict stage and the service all call it, so a model is scored exactly as
-    it answers. ``model`` is in eval mode (:func:`load_model` returns it so); an exported
-    (pt2) module from MLflow works as well.
+    it answers.
     """
     if len(images) == 0:
         return np.zeros((0, len(spec.classes)))
-    chunks = []
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            batch = to_model_input(images[start:start + batch_size], spec.mean, spec.std).to(device)
-            output = model(batch)
-            logits = output.logits if hasattr(output, "logits") else output
-            chunks.append(torch.softmax(logits.double(), dim=1).cpu())
-    return torch.cat(chunks).numpy()
-
+    logits = predict_logits(model, torch.as_tensor(images), image_preparer(spec.mean, spec.std), batch_size, device)
+    return torch.softmax(logits.double(), dim=1).numpy()

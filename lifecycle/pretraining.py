@@ -10,7 +10,6 @@ baseline that shows what pretraining buys.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -21,7 +20,8 @@ import torchvision
 
 from lifecycle.augmentation import Augmenting
 from lifecycle.core.errors import UserError
-from lifecycle.models import ModelSpec, build_model, check_image_size, save_model
+from lifecycle.core.io import file_sha256
+from lifecycle.models import ModelSpec, build_model, check_image_size, save_model, torchvision_model
 
 ROTATIONS = ("rot0", "rot90", "rot180", "rot270")  # the pretext task's classes
 
@@ -93,9 +93,8 @@ def fetch_imagenet(architecture: str, image_size: int, folder: Path) -> ModelSpe
     sha256 is recorded in the sidecar either way.
     """
     weights = imagenet_weights(architecture)
-    extra = {"aux_logits": False} if architecture in ("googlenet", "inception_v3") else {}
     try:
-        model = torchvision.models.get_model(architecture, weights=weights, **extra)
+        model = torchvision_model(architecture, weights)
     except (URLError, OSError, RuntimeError) as error:
         raise UserError(
             f"pretrain.weights is imagenet but the ImageNet weights of {architecture} are not cached and cannot be "
@@ -112,7 +111,7 @@ def fetch_imagenet(architecture: str, image_size: int, folder: Path) -> ModelSpe
             "weights": "imagenet",
             "source": weights.url,
             "file": checkpoint.name,
-            "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+            "sha256": file_sha256(checkpoint),
         },
     )
     check_image_size(model, architecture, image_size)

@@ -45,12 +45,14 @@ def balance(images: np.ndarray, labels: np.ndarray, params: SynthesizeParams, se
     flat = images.reshape(len(images), -1)
     if params.method == "random_over":
         resampled, new_labels = sampler.fit_resample(flat, labels)
+        # The synthetic flag below counts on imbalanced-learn keeping the originals first, in order.
+        if not np.array_equal(resampled[: len(flat)], flat):
+            raise ValueError("imbalanced-learn's RandomOverSampler did not return the original images first and "
+                             "in order, so the synthetic rows cannot be told apart; check its version.")
         new_images = resampled.reshape(-1, *images.shape[1:])
     else:
-        new_images, new_labels = _smote_by_class(sampler, flat, labels, counts)
+        new_images, new_labels = _smote_by_class(sampler, flat, labels, counts)  # originals first by construction
         new_images = new_images.reshape(-1, *images.shape[1:])
-    # imbalanced-learn appends new samples after the originals, in order.
-    assert np.array_equal(new_images[: len(images)], images)
     synthetic = np.arange(len(new_labels)) >= len(labels)
     return new_images, new_labels.astype(np.int64), synthetic
 

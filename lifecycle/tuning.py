@@ -42,7 +42,6 @@ from lifecycle.core.images import IMAGENET_MEAN, IMAGENET_STD
 from lifecycle.core.schema import TuneParams
 from lifecycle.models import SeedCNN, to_model_input
 
-SEED_GRID: dict[str, list[Any]] = {"lr": [0.01, 0.001], "max_epochs": [10, 20]}  # the blog post's grid
 OPTIMIZER = torch.optim.Adam  # as train: Adam and cross-entropy
 CRITERION = nn.CrossEntropyLoss
 

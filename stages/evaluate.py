@@ -31,6 +31,7 @@ from lifecycle.evaluation import (
     interval_keys,
     metric_intervals,
     roc_points,
+    score_text,
     with_intervals,
 )
 from lifecycle.models import class_probabilities, load_model
@@ -58,7 +59,7 @@ def main() -> None:
 
     def shown(scores: dict[str, float], metric: str) -> str:
         low, high = interval_keys(metric)
-        return f"{metric} {scores[metric]:.4f} [{scores[low]:.4f}, {scores[high]:.4f}]"
+        return f"{metric} {score_text(scores[metric])} [{score_text(scores[low])}, {score_text(scores[high])}]"
 
     print(f"evaluate {name} (test, {images['test']} images; 95% intervals): {shown(test, 'accuracy')}, "
           f"{shown(test, 'f1')}, {shown(test, 'roc_auc')}; val {shown(val, 'accuracy')}")

@@ -9,14 +9,15 @@ params: transfer.architecture
 """
 from __future__ import annotations
 
+import numpy as np
+
 from lifecycle.backbones import feature_extractor, frozen_features
 from lifecycle.core import paths
 from lifecycle.core.errors import run_stage
 from lifecycle.core.io import read_arrays, write_arrays_atomic
 from lifecycle.core.params import load_params
 from lifecycle.models import check_image_size, load_model
-from lifecycle.training.loop import Samples
-from lifecycle.training.runtime import distributed, seed_everything
+from lifecycle.training.runtime import deterministic, distributed
 
 
 def main() -> None:
@@ -26,16 +27,15 @@ def main() -> None:
     with distributed() as cluster:
         if not cluster.is_main:
             return  # one pass over the images; nothing to share
-        seed_everything(0)
+        deterministic()  # no seed: a forward pass in eval mode draws nothing at random
         model, spec = load_model(paths.PRETRAINED / params.architecture, device=cluster.device)
         check_image_size(model, spec.architecture, spec.image_size)
         body = feature_extractor(model)
         arrays = {}
         for name, split in (("train", train), ("val", val)):
-            images = Samples.from_images(split["images"], split["labels"])
-            features = frozen_features(body, images.inputs, spec, cluster.device, desc=f"frozen features: {name}")
+            features = frozen_features(body, split["images"], spec, cluster.device, desc=f"frozen features: {name}")
             arrays[f"{name}_features"] = features.numpy().astype("float32")
-            arrays[f"{name}_labels"] = images.labels.numpy()
+            arrays[f"{name}_labels"] = np.asarray(split["labels"], dtype=np.int64)
         write_arrays_atomic(paths.FROZEN_FEATURES, **arrays)
         print(f"frozen_features ({params.architecture}): train {tuple(arrays['train_features'].shape)}, "
               f"val {tuple(arrays['val_features'].shape)}")

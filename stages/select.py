@@ -36,6 +36,7 @@ from lifecycle.evaluation import (
     correct_from_confusion_rows,
     paired_test,
     runner_up,
+    score_text,
     select_best,
 )
 from lifecycle.models import SIDECAR_FILE, WEIGHTS_FILE, load_spec
@@ -70,8 +71,8 @@ def main() -> None:
     write_json_atomic({"best": {"model": chosen, **headline, "runner_up": against}}, paths.METRICS / "select.json")
     candidates = {name: reports[name]["val"][params.metric] for name in CANDIDATES}
     verdict = "beyond noise" if against["beyond_noise"] else "within noise"
-    print(f"select: {chosen} (val {params.metric} {candidates[chosen]:.4f}; "
-          + ", ".join(f"{n} {v:.4f}" for n, v in candidates.items()) + f"); against {second} on the same "
+    print(f"select: {chosen} (val {params.metric} {score_text(candidates[chosen])}; "
+          + ", ".join(f"{n} {score_text(v)}" for n, v in candidates.items()) + f"); against {second} on the same "
           f"{test.images} validation images: right on {test.a_only} it misses, wrong on {test.b_only} it gets, "
           f"McNemar p={test.p_value:.3g}: {verdict} at alpha {params.alpha:g}")
 

@@ -12,7 +12,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from lifecycle.augmentation import Augmenting, BatchAugmentation, Draws, apply, preview
-from lifecycle.core.schema import AugmentParams
+from lifecycle.core.params import load_params
 
 SIZE = 32
 STRONG = BatchAugmentation(hflip=0.5, rotation=30.0, crop_scale=0.5, brightness=0.4, contrast=0.4, saturation=0.4,
@@ -163,7 +163,7 @@ def three_runs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     pipeline, by torchvision's, and by torchvision's again with other seeds (the yardstick:
     two runs of the same pipeline differ this much by chance). Each (4, 600, 3, S, S)."""
     originals, draws_per_scene = scenes(), 600
-    aug = BatchAugmentation.from_params(AugmentParams())
+    aug = BatchAugmentation.from_params(load_params().augment)
     batch = originals.repeat_interleave(draws_per_scene, 0)
     ours = torch.cat([aug(chunk, torch.Generator().manual_seed(10 + i)) for i, chunk in enumerate(batch.split(256))])
     reference = torchvision_pipeline(aug, SIZE)
@@ -203,7 +203,7 @@ def test_brightness_contrast_saturation_hue_and_flip_distributions_agree_with_to
 def test_every_image_of_a_batch_gets_its_own_draw_and_the_generator_decides_all():
     image = scenes(1)
     batch = image.repeat(16, 1, 1, 1)
-    aug = BatchAugmentation.from_params(AugmentParams())
+    aug = BatchAugmentation.from_params(load_params().augment)
     first = aug(batch, torch.Generator().manual_seed(0))
     assert first.dtype == torch.uint8 and first.shape == batch.shape
     assert len({bytes(one.flatten().numpy()) for one in first}) == 16  # sixteen different copies
@@ -225,7 +225,7 @@ def test_switched_off_steps_leave_images_exactly_as_they_were():
 def test_the_training_transform_keeps_labels_and_the_preview_runs_the_same_code():
     images = scenes()
     labels = torch.tensor([0, 1, 1, 0])
-    augmenting = Augmenting(AugmentParams())
+    augmenting = Augmenting(load_params().augment)
     augmented, same_labels = augmenting(images, labels, torch.Generator().manual_seed(5))
     assert torch.equal(same_labels, labels)
     assert torch.equal(augmented, augmenting.augmentation(images, torch.Generator().manual_seed(5)))

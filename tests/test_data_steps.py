@@ -4,19 +4,18 @@ import hashlib
 import numpy as np
 import pandas as pd
 import pytest
-from imblearn.over_sampling import SMOTE
+from imblearn.over_sampling import SMOTE, RandomOverSampler
 from PIL import Image
 
 from lifecycle.cleaning import impute, preprocess
 from lifecycle.core.errors import UserError
 from lifecycle.core.images import ImageDecodeError, read_header
 from lifecycle.core.io import read_arrays, write_arrays_atomic
+from lifecycle.core.params import load_params
 from lifecycle.core.schema import (
     ImputeParams,
-    PreprocessParams,
     SplitParams,
     SynthesizeParams,
-    SyntheticParams,
 )
 from lifecycle.features import decode_all, encode_labels
 from lifecycle.splitting import content_groups, split_indices
@@ -29,7 +28,7 @@ def tree_digest(folder):
 
 
 def test_synthetic_data_is_deterministic_and_messy(tmp_path):
-    params = SyntheticParams(count=200)
+    params = load_params().ingest.synthetic.model_copy(update={"count": 200})
     first = generate(params, seed=7, out_dir=tmp_path / "a")
     second = generate(params, seed=7, out_dir=tmp_path / "b")
     pd.testing.assert_frame_equal(first, second)
@@ -73,7 +72,7 @@ def make_raw(tmp_path):
 
 def test_preprocess_accounts_for_every_row(tmp_path):
     raw = make_raw(tmp_path)
-    params = PreprocessParams(label_aliases={"kitten": "cat"})
+    params = load_params().preprocess.model_copy(update={"label_aliases": {"kitten": "cat"}})
     clean, report = preprocess(raw, tmp_path, params)
     summary = report.as_dict()
     assert summary["rows_in"] == 10
@@ -151,9 +150,9 @@ def test_smote_balances_and_flags_synthetic_rows(tiny_images):
     assert np.array_equal(out_images[:40], images) and out_images.dtype == np.uint8
     same = balance(images, labels, SynthesizeParams(method="smote", k_neighbors=3), seed=0)
     assert np.array_equal(same[0], out_images)
-    unchanged = balance(images, labels, SynthesizeParams(method="none"), seed=0)
+    unchanged = balance(images, labels, SynthesizeParams(method="none", k_neighbors=5), seed=0)
     assert len(unchanged[1]) == 40 and not unchanged[2].any()
-    assert np.bincount(balance(images, labels, SynthesizeParams(method="random_over"), seed=0)[1]).tolist() == [28, 28]
+    assert np.bincount(balance(images, labels, SynthesizeParams(method="random_over", k_neighbors=5), seed=0)[1]).tolist() == [28, 28]
 
 
 def whole_split_resample(images, labels, params, seed):
@@ -188,6 +187,15 @@ def test_smote_never_copies_the_majority_class_as_floats(monkeypatch):
     seen.clear()
     balance(images[:20], np.array([0] * 10 + [1] * 10), SynthesizeParams(method="smote", k_neighbors=3), seed=0)
     assert seen == []  # a balanced split costs nothing
+
+
+def test_an_oversampler_that_reorders_the_originals_is_refused(tiny_images, monkeypatch):
+    """The synthetic flags count on the originals coming back first and in order."""
+    images, labels = tiny_images
+    resample = RandomOverSampler.fit_resample
+    monkeypatch.setattr(RandomOverSampler, "fit_resample", lambda self, x, y: tuple(a[::-1] for a in resample(self, x, y)))
+    with pytest.raises(ValueError, match="original images first"):
+        balance(images, labels, SynthesizeParams(method="random_over", k_neighbors=5), seed=0)
 
 
 def test_smote_with_too_few_minority_images_names_the_key(tiny_images):

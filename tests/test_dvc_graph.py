@@ -83,3 +83,11 @@ def test_every_stage_declares_what_it_writes_and_no_two_stages_write_the_same_pa
                 overlap = out == other or Path(other) in Path(out).parents or Path(out) in Path(other).parents
                 assert not overlap, f"{each.name} and {owner} both declare {out} / {other}"
             owners[out] = each.name
+
+
+def test_inference_code_runs_no_training_code():
+    """Editing the training loop reruns the stages that train, never those that only run a model forward."""
+    library = closure([ROOT / "lifecycle/models.py", ROOT / "lifecycle/backbones.py"])
+    assert [p for p in library if ROOT / "lifecycle/training" in p.parents] == []
+    for name in ("frozen_features", "evaluate@train", "predict"):
+        assert ROOT / "lifecycle/training/loop.py" not in closure(entry_points(stage(name).cmd)), name

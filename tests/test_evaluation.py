@@ -63,8 +63,21 @@ def test_three_classes_use_macro_averages():
     assert fox == {"cat": 1, "fox": 1}
 
 
-def test_roc_auc_of_a_single_class_split_is_chance_not_an_error():
-    assert roc_auc(np.array([1, 1, 1]), probabilities_for([0.2, 0.6, 0.9])) == 0.5
+def test_roc_auc_of_a_single_class_is_undefined_and_its_interval_too():
+    labels, probabilities = np.array([1, 1, 1]), probabilities_for([0.2, 0.6, 0.9])
+    assert roc_auc(labels, probabilities) is None
+    assert classification_metrics(labels, probabilities, CLASSES)["roc_auc"] is None
+    intervals = metric_intervals(labels, probabilities, CLASSES, seed=0, resamples=50)
+    assert intervals["roc_auc_low"] is None and intervals["roc_auc_high"] is None
+    assert intervals["recall_low"] is not None
+
+
+def test_resamples_of_a_single_class_do_not_pull_the_roc_auc_interval_towards_chance():
+    """A perfect ranking of 1 cat and 3 dogs: a third of the resamples hold no cat and have no AUC;
+    every resample that has one says 1."""
+    intervals = metric_intervals(np.array([0, 1, 1, 1]), probabilities_for([0.1, 0.6, 0.7, 0.8]), CLASSES,
+                                 seed=0, resamples=200)
+    assert (intervals["roc_auc_low"], intervals["roc_auc_high"]) == (1.0, 1.0)
 
 
 def test_plot_rows_for_the_confusion_matrix_and_roc_curve():
@@ -93,6 +106,9 @@ def test_selection_uses_validation_only_and_ties_go_to_the_simpler_model():
     }
     assert select_best(reports, "accuracy") == "train"  # tie with transfer; test would say finetune
     assert select_best(reports, "f1") == "finetune"
+    undefined = {name: {"val": {"roc_auc": None}} for name in ("train", "finetune")} | {"transfer": {"val": {"roc_auc": 0.4}}}
+    assert select_best(undefined, "roc_auc") == "transfer"  # any score beats an undefined one
+    assert select_best({name: undefined[name] for name in ("train", "finetune")}, "roc_auc") == "train"
 
 
 def noisy_predictions(images: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

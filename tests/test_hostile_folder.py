@@ -21,7 +21,7 @@ from PIL import Image
 
 from lifecycle.cleaning import DROP_REASONS, preprocess
 from lifecycle.core.folders import copy_file, locate, walk
-from lifecycle.core.schema import PreprocessParams
+from lifecycle.core.params import load_params
 from lifecycle.sources import SKIP_REASONS, from_csv, from_imagefolder, from_kaggle
 
 LAYOUTS = ("kaggle", "imagefolder", "csv")
@@ -177,7 +177,7 @@ def test_ingest_and_preprocess_read_nothing_outside_and_name_every_file(tmp_path
     assert result.skipped.counts() == table.groupby("reason").size().to_dict()
     assert leaked(hostile.sentinels, raw) == []
 
-    clean, report = preprocess(result.manifest, raw, PreprocessParams())
+    clean, report = preprocess(result.manifest, raw, load_params().preprocess)
     dropped = report.dropped.table()
     assert dict(zip(dropped["path"].str.removeprefix("images/"), dropped["reason"])) == hostile.preprocess_drops
     assert set(dropped["reason"]) <= set(DROP_REASONS)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lifecycle.core import numerics
 from lifecycle.evaluation import METRIC_NAMES, interval_keys
 from lifecycle.models import load_model
 from tests import dvc_graph
@@ -26,8 +27,9 @@ MODEL_STAGES = ["pretrain", "train", "finetune", "frozen_features", "transfer",
 DOWNSTREAM_OF_TRAIN = {"train", "evaluate@train", "select"}
 
 
-# What a run may write besides the declared outputs: the local MLflow store and DVC's own state.
-LOCAL_STATE = {"mlflow.db", "mlartifacts", ".mlflow-spool", ".dvc"}
+# What a run may write besides the declared outputs: the local MLflow store, DVC's own state and
+# each torch stage's numerics fingerprint (the machine's, for the mirror; not the pipeline's).
+LOCAL_STATE = {"mlflow.db", "mlartifacts", ".mlflow-spool", ".dvc", numerics.RECORDS}
 
 
 def undeclared_writes(repo) -> list[str]:

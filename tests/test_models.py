@@ -3,11 +3,13 @@ backbones, the pretext task, ImageNet weights offline, and the one-sentence erro
 params give before any training."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sys
 from pathlib import Path
 from urllib.error import URLError
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -20,6 +22,7 @@ from lifecycle.backbones import (
     frozen_features,
     load_backbone,
 )
+from lifecycle.core import numerics
 from lifecycle.core.errors import UserError
 from lifecycle.core.params import load_params
 from lifecycle.models import (
@@ -28,6 +31,7 @@ from lifecycle.models import (
     check_architecture,
     check_image_size,
     head_layer,
+    image_preparer,
     load_model,
     save_model,
 )
@@ -38,7 +42,6 @@ from lifecycle.pretraining import (
     pretext_spec,
     rotated_for_validation,
 )
-from lifecycle.training.loop import image_preparer
 from tests.conftest import ROOT
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -71,7 +74,7 @@ def test_model_files_round_trip_and_identical_weights_give_identical_bytes(tmp_p
     save_model(model, spec, tmp_path / "b")
     assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
     loaded, loaded_spec = load_model(tmp_path / "a")
-    assert loaded_spec == spec
+    assert loaded_spec == dataclasses.replace(spec, info={"stage": "test", "numerics": numerics.determinants("cpu")})
     x = torch.randn(3, 3, 16, 16)
     assert torch.equal(model.eval()(x), loaded(x))
 
@@ -227,3 +230,24 @@ def test_a_bad_param_stops_the_stage_with_one_line_and_exit_2_before_training(re
     assert result.stderr.strip() == "error: params.yaml: 'lr' must be greater than 0.0, got float -1.0."
     assert not (repo.path / "models" / "train").exists()
     assert not (repo.path / "metrics" / "train").exists()
+
+
+def test_frozen_features_draw_nothing_at_random_and_take_images_as_the_data_stages_write_them(tmp_path):
+    """No seed needed: the same features whatever torch's generator holds (mobilenet's body keeps
+    a dropout layer, which must be off), from (N, S, S, 3) arrays as from channels-first tensors."""
+    torch.manual_seed(0)
+    spec = pretext_spec("mobilenet_v3_small", 32)
+    save_model(build_model(spec), spec, tmp_path / "pretrained")
+    images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    body = feature_extractor(load_backbone(tmp_path / "pretrained", 2))
+    torch.manual_seed(1)
+    features = frozen_features(body, images, spec)
+    torch.manual_seed(2)
+    assert torch.equal(frozen_features(body, images, spec), features)
+    assert torch.equal(frozen_features(body, torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), spec), features)
+
+
+def test_a_classifier_with_auxiliary_heads_returns_plain_logits_in_training_too():
+    """What lets the training loop and the forward path take a model's output as its logits."""
+    model = build_model(ModelSpec("inception_v3", CLASSES, 80)).train()
+    assert type(model(torch.zeros(2, 3, 80, 80))) is torch.Tensor

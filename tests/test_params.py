@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from lifecycle.core.errors import UserError
 from lifecycle.core.params import load_params, validate
@@ -132,6 +133,30 @@ def test_load_params_names_the_file(tmp_path):
 
 
 def test_sections_validate_alone_for_library_callers():
-    assert SyntheticParams.model_validate({"count": 200}).count == 200
+    synthetic = COMMITTED["ingest"]["synthetic"]
+    assert SyntheticParams.model_validate({**synthetic, "count": 200}).count == 200
     with pytest.raises(UserError, match="'ingest.synthetic.count' must be at least 10"):
-        validate(SyntheticParams, {"count": 1}, prefix="ingest.synthetic.")
+        validate(SyntheticParams, {**synthetic, "count": 1}, prefix="ingest.synthetic.")
+
+
+def keys(schema: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every key the schema knows, dotted, sections' own keys included."""
+    found = []
+    for name, field in schema.model_fields.items():
+        found.append(prefix + name)
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            found += keys(field.annotation, f"{prefix}{name}.")
+    return found
+
+
+def test_params_yaml_is_the_one_home_of_every_value_so_each_key_must_be_there():
+    """No default hides behind the file: dropping any key from params.yaml is one sentence naming it."""
+    assert len(keys(PipelineParams)) > 100
+    for key in keys(PipelineParams):
+        document = copy.deepcopy(COMMITTED)
+        *parents, last = key.split(".")
+        section = document
+        for part in parents:
+            section = section[part]
+        del section[last]
+        assert error_for(document) == f"params.yaml: missing key '{key}'.", key

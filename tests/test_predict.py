@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 
 from lifecycle.core.errors import UserError
-from lifecycle.core.params import validate
+from lifecycle.core.params import load_params, validate
 from lifecycle.core.schema import PredictParams
 from lifecycle.inference import load_predictor
 from lifecycle.models import ModelSpec, SeedCNN, save_model
@@ -23,6 +23,11 @@ from lifecycle import prediction
 from lifecycle.prediction import list_images, predict_folder, resolve_folder
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def predict_params(**values) -> PredictParams:
+    """The committed predict.* with ``values`` changed."""
+    return PredictParams(**{**load_params().predict.model_dump(), **values})
 
 
 def make_model(folder: Path) -> Path:
@@ -94,7 +99,7 @@ def test_explicit_paths_inside_are_classified(folder):
 
 def test_predict_folder_classifies_readable_images_and_reports_the_rest(folder, model_dir):
     predictor = load_predictor(model_dir)
-    result = predict_folder(predictor, folder, PredictParams(input=str(folder), batch_size=2))
+    result = predict_folder(predictor, folder, predict_params(input=str(folder), batch_size=2))
     frame = result.predictions
     assert list(frame.columns) == ["path", "prediction", "label", "probability_cat", "probability_dog"]
     assert frame["path"].tolist() == ["alias.png", "nested/deeper/pet3.jpg", "pet0.png", "pet1.png", "pet2.png"]
@@ -118,15 +123,15 @@ def test_predict_folder_classifies_readable_images_and_reports_the_rest(folder, 
 
 def test_batch_size_does_not_change_the_answers(folder, model_dir):
     predictor = load_predictor(model_dir)
-    one = predict_folder(predictor, folder, PredictParams(input=str(folder), batch_size=1)).predictions
-    many = predict_folder(predictor, folder, PredictParams(input=str(folder), batch_size=64)).predictions
+    one = predict_folder(predictor, folder, predict_params(input=str(folder), batch_size=1)).predictions
+    many = predict_folder(predictor, folder, predict_params(input=str(folder), batch_size=64)).predictions
     pd.testing.assert_frame_equal(one, many, atol=2e-6, check_exact=False)
 
 
 def test_chunked_parallel_decoding_gives_the_bytes_of_one_file_at_a_time(folder, model_dir, monkeypatch):
     """Chunks (and threads) change how the work is done, never the batches or the CSV."""
     predictor = load_predictor(model_dir)
-    params = PredictParams(input=str(folder), batch_size=2)
+    params = predict_params(input=str(folder), batch_size=2)
     monkeypatch.setattr(prediction, "ordered_map", lambda function, items: map(function, items))
     monkeypatch.setattr(prediction, "DECODE_CHUNK", 10_000)
     serial = predict_folder(predictor, folder, params)
@@ -157,7 +162,7 @@ def test_passive_openmp_waiting_is_set_before_torch_loads(entry_point):
 
 
 def test_images_over_the_pixel_cap_are_skipped(folder, model_dir):
-    result = predict_folder(load_predictor(model_dir), folder, PredictParams(input=str(folder), max_pixels=100))
+    result = predict_folder(load_predictor(model_dir), folder, predict_params(input=str(folder), max_pixels=100))
     assert result.predictions.empty
     over = result.skipped.loc[result.skipped["detail"].str.contains("over the limit of 100"), "path"]
     assert set(result.skipped.loc[result.skipped["reason"] == "over_pixel_limit", "path"]) == set(over)
@@ -170,7 +175,7 @@ def test_images_over_the_pixel_cap_are_skipped(folder, model_dir):
                                          ({"inputs": "x"}, "predict.inputs")])
 def test_bad_params_name_the_key(values, key):
     with pytest.raises(UserError, match=key.replace(".", r"\.")):
-        validate(PredictParams, values, prefix="predict.")
+        validate(PredictParams, {**load_params().predict.model_dump(), **values}, prefix="predict.")
 
 
 def test_a_missing_input_folder_names_the_key(tmp_path):

@@ -41,6 +41,13 @@ def test_a_change_is_within_noise_when_the_new_value_lies_in_the_reference_inter
     assert [j.verdict for j in judge(edge)] == [WITHIN]                 # the interval's ends belong to it
 
 
+def test_an_undefined_metric_is_listed_not_judged():
+    """A ROC AUC of a single class is null in its metrics file: no interval to judge by, but its change is listed."""
+    diff = {"m.json": {"roc_auc": entry(None, 0.7), "roc_auc_low": entry(None, 0.6), "roc_auc_high": entry(None, 0.8)}}
+    assert judge(diff) == []
+    assert unjudged_changes(diff) == ["m.json:roc_auc", "m.json:roc_auc_high", "m.json:roc_auc_low"]
+
+
 def check(repo, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "scripts.reproduce_check", *args], cwd=repo.path, env=env_with_venv(),
                           capture_output=True, text=True, timeout=300)

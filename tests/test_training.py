@@ -15,15 +15,10 @@ from torch import nn
 
 from lifecycle.augmentation import Augmenting
 from lifecycle.backbones import finetune_groups
-from lifecycle.core.schema import AugmentParams
-from lifecycle.models import ModelSpec, build_model, save_model
+from lifecycle.core.params import load_params
+from lifecycle.models import ModelSpec, build_model, predict_logits, save_model
 from lifecycle.training.log import EpochLog
-from lifecycle.training.loop import (
-    FitConfig,
-    Samples,
-    fit,
-    predict_logits,
-)
+from lifecycle.training.loop import FitConfig, Samples, fit
 from lifecycle.training.runtime import Cluster, batch_seed, seed_everything
 from tests.conftest import ROOT, env_with_venv
 from tests.distributed_fit import separable_images
@@ -81,7 +76,7 @@ def _train_and_save(train: Samples, val: Samples, folder: Path, on_epoch=None) -
     seed_everything(7)
     model = tiny_cnn()
     fit(model, train, val, FitConfig(epochs=2, batch_size=16, lr=0.01, seed=7),
-        transform=Augmenting(AugmentParams()), on_epoch=on_epoch)
+        transform=Augmenting(load_params().augment), on_epoch=on_epoch)
     spec = ModelSpec(architecture="seed_cnn", classes=["cat", "dog"], image_size=16, arguments={"channels": [8]})
     save_model(model, spec, folder)
     return (folder / "model.pt").read_bytes()
@@ -236,7 +231,7 @@ def test_on_cuda_the_same_loop_is_deterministic(architecture, tmp_path):
         seed_everything(5)
         model = build_model(spec)
         fit(model, train, val, FitConfig(epochs=2, batch_size=8, lr=0.001, seed=5), cluster=cluster,
-            transform=Augmenting(AugmentParams()))
+            transform=Augmenting(load_params().augment))
         assert next(model.parameters()).is_cuda
         save_model(model, spec, tmp_path / run)
         files.append((tmp_path / run / "model.pt").read_bytes())

@@ -21,7 +21,8 @@ CLASSES = ["cat", "dog"]
 SEED = 7
 
 # Two conv channels, one or two epochs, two folds: a whole search in a couple of seconds.
-TINY = {"grid": {"lr": [0.01, 0.001], "max_epochs": [1, 2]}, "folds": 2, "subsample": 0, "channels": [2], "batch_size": 16}
+TINY = {"grid": {"lr": [0.01, 0.001], "max_epochs": [1, 2]}, "folds": 2, "subsample": 0, "channels": [2], "batch_size": 16,
+        "scoring": "accuracy"}
 
 
 @pytest.fixture(autouse=True)

@@ -32,6 +32,7 @@ import yaml
 
 from lifecycle.core import paths
 from lifecycle.core.errors import UserError
+from lifecycle.core.io import file_sha256
 
 _MAX_KEY = 250
 _MAX_PARAM_VALUE = 6000
@@ -204,14 +205,6 @@ def read_metrics(base: Path, files: list[str]) -> dict[str, list[tuple[int, floa
     return metrics
 
 
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def pipeline_state(base: Path) -> str:
     """The pipeline-state id: sha256 of the flattened params and of each mirrored file's bytes.
 
@@ -222,7 +215,7 @@ def pipeline_state(base: Path) -> str:
     digest.update(json.dumps(read_params(base), sort_keys=True).encode())
     for name in mirrored_files(base):
         if name not in paths.MIRRORED_FILES:
-            digest.update(f"\n{name}\0{_file_hash(Path(base) / name)}".encode())
+            digest.update(f"\n{name}\0{file_sha256(Path(base) / name)}".encode())
     return digest.hexdigest()
 
 

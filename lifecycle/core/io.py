@@ -8,6 +8,7 @@ same inputs give the same hashes in ``dvc.lock``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -166,3 +167,9 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
         raise UserError(f"{relative(path)} does not exist; run the stage that writes it first (dvc repro).")
     with np.load(path, allow_pickle=False) as archive:
         return {name: archive[name] for name in archive.files}
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes (hex), read in blocks, so a large file never sits in memory whole."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

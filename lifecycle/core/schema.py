@@ -10,16 +10,19 @@ classifier, is a grid key a parameter of the tuned net) run where that library i
 (check_params runs them too).
 
 Unknown keys are errors (``extra="forbid"``), types are strict (``"3"`` is not a number,
-``true`` is not an integer), and an int is accepted where a float is expected. The defaults
-here are the library's; ``params.yaml`` sets what the pipeline runs with.
+``true`` is not an integer), and an int is accepted where a float is expected.
+
+Every key is required, and no field has a default: ``params.yaml`` is the one home of each
+value and of the comment that says what it means; this module holds only what a value may be.
+A default here would be a second value, and a silent one: DVC hashes the keys params.yaml
+carries, so a stage would not rerun when a default behind the file's back changed. A key
+missing from params.yaml is one sentence naming it.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from lifecycle.core.images import DEFAULT_MAX_PIXELS
 
 
 class ParamError(ValueError):
@@ -38,26 +41,28 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+LearningRate = Annotated[float, Field(gt=0.0, lt=10.0)]
+Metric = Literal["accuracy", "precision", "recall", "f1", "roc_auc"]  # lifecycle.evaluation.METRIC_NAMES
 
 # ----------------------------------------------------------------------------- data
 
 
 class SyntheticParams(Section):
-    count: int = Field(2000, ge=10)                     # images drawn (before duplicates and defects are added)
-    cat_fraction: float = Field(0.7, gt=0.0, lt=1.0)     # class imbalance the synthesize stage corrects
-    min_size: int = Field(48, ge=16)                     # smallest side of a saved image, pixels
-    max_size: int = 160                                  # largest side of a saved image, pixels
-    separation: float = Field(1.0, gt=0.0)               # scales how far apart the class cues are: lower is harder
-    duplicate_rows: float = Field(0.03, ge=0.0, le=0.5)  # fraction of rows repeated verbatim
-    duplicate_images: float = Field(0.02, ge=0.0, le=0.5)  # fraction of images saved again under a second path
-    missing_labels: float = Field(0.03, ge=0.0, le=0.5)  # fraction of rows whose label is blank
-    stray_whitespace: float = Field(0.1, ge=0.0, le=0.5)  # fraction of paths padded with spaces
-    missing_files: float = Field(0.01, ge=0.0, le=0.5)   # fraction of rows pointing at a file that does not exist
-    truncated_files: float = Field(0.01, ge=0.0, le=0.5)  # fraction of files cut short
-    corrupt_files: float = Field(0.01, ge=0.0, le=0.5)   # fraction of files overwritten with bytes that are no image
-    grayscale: float = Field(0.05, ge=0.0, le=0.5)       # fraction saved as 8-bit grayscale
-    rgba: float = Field(0.05, ge=0.0, le=0.5)            # fraction saved as RGBA PNG
-    palette: float = Field(0.05, ge=0.0, le=0.5)         # fraction saved as palette PNG
+    count: int = Field(ge=10)
+    cat_fraction: float = Field(gt=0.0, lt=1.0)
+    min_size: int = Field(ge=16)
+    max_size: int
+    separation: float = Field(gt=0.0)
+    duplicate_rows: float = Field(ge=0.0, le=0.5)
+    duplicate_images: float = Field(ge=0.0, le=0.5)
+    missing_labels: float = Field(ge=0.0, le=0.5)
+    stray_whitespace: float = Field(ge=0.0, le=0.5)
+    missing_files: float = Field(ge=0.0, le=0.5)
+    truncated_files: float = Field(ge=0.0, le=0.5)
+    corrupt_files: float = Field(ge=0.0, le=0.5)
+    grayscale: float = Field(ge=0.0, le=0.5)
+    rgba: float = Field(ge=0.0, le=0.5)
+    palette: float = Field(ge=0.0, le=0.5)
 
     @model_validator(mode="after")
     def _sizes(self) -> "SyntheticParams":
@@ -66,12 +71,12 @@ class SyntheticParams(Section):
 
 
 class IngestParams(Section):
-    source: Literal["synthetic", "kaggle", "imagefolder", "csv"] = "synthetic"
-    path: str = "data/external"      # the folder holding your images (and, for csv, the manifest); a dvc.yaml dep
-    manifest: str = "manifest.csv"   # csv source: the manifest file, inside path
-    path_column: str = "image_path"  # csv source: the column holding image paths (relative to path, or absolute)
-    label_column: str = "label"      # csv source: the column holding labels
-    synthetic: SyntheticParams = SyntheticParams()
+    source: Literal["synthetic", "kaggle", "imagefolder", "csv"]
+    path: str
+    manifest: str
+    path_column: str
+    label_column: str
+    synthetic: SyntheticParams
 
     @field_validator("path", "manifest")
     @classmethod
@@ -81,9 +86,9 @@ class IngestParams(Section):
 
 
 class PreprocessParams(Section):
-    drop_columns: list[str] = ["Unnecessary_Column"]  # irrelevant columns; absent ones are reported, not fatal
-    classes: list[str] = ["cat", "dog"]               # labels kept after lower-casing and stripping
-    label_aliases: dict[str, str] = {}                # other spellings mapped onto a class
+    drop_columns: list[str]
+    classes: list[str]
+    label_aliases: dict[str, str]
 
     @model_validator(mode="after")
     def _classes(self) -> "PreprocessParams":
@@ -94,16 +99,16 @@ class PreprocessParams(Section):
 
 
 class ImputeParams(Section):
-    label_strategy: Literal["most_frequent", "drop"] = "drop"
+    label_strategy: Literal["most_frequent", "drop"]
 
 
 class FeaturizeParams(Section):
-    image_size: int = Field(64, ge=16, le=512)  # side of the square every image is resized to, pixels
+    image_size: int = Field(ge=16, le=512)
 
 
 class SplitParams(Section):
-    val_fraction: float = Field(0.15, gt=0.0, lt=0.5)   # for model selection and early stopping
-    test_fraction: float = Field(0.15, gt=0.0, lt=0.5)  # touched only by evaluate
+    val_fraction: float = Field(gt=0.0, lt=0.5)
+    test_fraction: float = Field(gt=0.0, lt=0.5)
 
     @model_validator(mode="after")
     def _room_for_training(self) -> "SplitParams":
@@ -113,20 +118,20 @@ class SplitParams(Section):
 
 
 class SynthesizeParams(Section):
-    method: Literal["smote", "random_over", "none"] = "smote"
-    k_neighbors: int = Field(5, ge=1)  # SMOTE: minority neighbours to interpolate towards
+    method: Literal["smote", "random_over", "none"]
+    k_neighbors: int = Field(ge=1)
 
 
 class AugmentParams(Section):
-    hflip: float = Field(0.5, ge=0.0, le=1.0)        # probability of a horizontal flip
-    rotation: float = Field(10.0, ge=0.0, le=180.0)  # maximum rotation in degrees, either way
-    crop_scale: float = Field(0.8, ge=0.05, le=1.0)  # RandomResizedCrop keeps at least this fraction of the area
-    brightness: float = Field(0.2, ge=0.0, le=1.0)   # ColorJitter strengths; 0 disables each
-    contrast: float = Field(0.2, ge=0.0, le=1.0)
-    saturation: float = Field(0.2, ge=0.0, le=1.0)
-    hue: float = Field(0.02, ge=0.0, le=0.5)
-    preview_images: int = Field(6, ge=1)              # rows in plots/augment_preview.png
-    preview_variants: int = Field(7, ge=1)            # augmented copies shown per row
+    hflip: float = Field(ge=0.0, le=1.0)
+    rotation: float = Field(ge=0.0, le=180.0)
+    crop_scale: float = Field(ge=0.05, le=1.0)
+    brightness: float = Field(ge=0.0, le=1.0)
+    contrast: float = Field(ge=0.0, le=1.0)
+    saturation: float = Field(ge=0.0, le=1.0)
+    hue: float = Field(ge=0.0, le=0.5)
+    preview_images: int = Field(ge=1)
+    preview_variants: int = Field(ge=1)
 
     def training_keys(self) -> dict[str, float]:
         """The keys training reads (not the preview's), as recorded in a model's sidecar."""
@@ -134,14 +139,14 @@ class AugmentParams(Section):
 
 
 class VisualizeParams(Section):
-    rows: int = Field(4, ge=1)      # grid rows
-    columns: int = Field(8, ge=1)   # grid columns
+    rows: int = Field(ge=1)
+    columns: int = Field(ge=1)
 
 
 class PredictParams(Section):
-    input: str = "data/raw/images"       # folder to classify, every file under it; relative to the repo or absolute
-    batch_size: int = Field(64, ge=1, le=4096)  # images per forward pass
-    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)  # images with more pixels are skipped before decoding
+    input: str
+    batch_size: int = Field(ge=1, le=4096)
+    max_pixels: int = Field(ge=1)
 
     @field_validator("input")
     @classmethod
@@ -153,15 +158,11 @@ class PredictParams(Section):
 # ----------------------------------------------------------------------------- models
 
 
-def _learning_rate(default: float) -> Any:
-    return Field(default, gt=0.0, lt=10.0)
-
-
 class TrainParams(Section):
-    architecture: str = "seed_cnn"        # seed_cnn, or any torchvision.models classifier (from scratch)
-    channels: list[int] = [16, 32, 64]    # seed_cnn's conv blocks; [32] is the seed's single block
-    weight_decay: float = Field(0.0, ge=0.0)  # Adam's L2 penalty
-    augment: bool = True                  # apply augment.* on the fly
+    architecture: str
+    channels: list[int]
+    weight_decay: float = Field(ge=0.0)
+    augment: bool
 
     @field_validator("channels")
     @classmethod
@@ -171,39 +172,39 @@ class TrainParams(Section):
 
 
 class PretrainParams(Section):
-    weights: Literal["pretext", "imagenet", "none"] = "pretext"  # where the backbone's weights come from
-    epochs: int = Field(2, ge=1)
-    lr: float = _learning_rate(0.001)
-    batch_size: int = Field(32, ge=1)
-    weight_decay: float = Field(0.0, ge=0.0)
-    augment: bool = True                  # augment.* before the rotation
+    weights: Literal["pretext", "imagenet", "none"]
+    epochs: int = Field(ge=1)
+    lr: LearningRate
+    batch_size: int = Field(ge=1)
+    weight_decay: float = Field(ge=0.0)
+    augment: bool
 
 
 class FinetuneParams(Section):
-    architecture: str = "resnet18"        # any torchvision.models classifier
-    epochs: int = Field(2, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr_backbone: float = _learning_rate(0.0001)  # every pretrained layer
-    lr_head: float = _learning_rate(0.001)       # the new two-class layer
-    weight_decay: float = Field(0.0, ge=0.0)
-    augment: bool = True
+    architecture: str
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr_backbone: LearningRate
+    lr_head: LearningRate
+    weight_decay: float = Field(ge=0.0)
+    augment: bool
 
 
 class TransferParams(Section):
-    architecture: str = "resnet18"
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = _learning_rate(0.001)
-    weight_decay: float = Field(0.0, ge=0.0)
+    architecture: str
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: LearningRate
+    weight_decay: float = Field(ge=0.0)
 
 
 class TuneParams(Section):
-    grid: dict[str, list[Any]] = {"lr": [0.01, 0.001], "max_epochs": [10, 20]}  # the seed's grid
-    folds: int = Field(2, ge=2, le=20)    # stratified cross-validation folds
-    subsample: int = Field(600, ge=0)     # training images searched over (a stratified draw); 0: all
-    channels: list[int] = [8]             # SeedCNN conv blocks while tuning (module__channels may vary it)
-    batch_size: int = Field(64, ge=1)     # unless the grid varies batch_size
-    scoring: str = "accuracy"             # a scikit-learn scorer name
+    grid: dict[str, list[Any]]
+    folds: int = Field(ge=2, le=20)
+    subsample: int = Field(ge=0)
+    channels: list[int]
+    batch_size: int = Field(ge=1)
+    scoring: str
 
     @model_validator(mode="after")
     def _shape(self) -> "TuneParams":
@@ -223,20 +224,20 @@ class TuneParams(Section):
 
 
 class EvaluateParams(Section):
-    resamples: int = Field(1000, ge=100)   # bootstrap resamples behind each metric's 95% interval (seeded by `seed`)
+    resamples: int = Field(ge=100)
 
 
 class SelectParams(Section):
-    metric: Literal["accuracy", "precision", "recall", "f1", "roc_auc"] = "accuracy"  # on the validation split
-    alpha: float = Field(0.05, gt=0.0, lt=1.0)  # significance level of the paired test against the runner-up
+    metric: Metric
+    alpha: float = Field(gt=0.0, lt=1.0)
 
 
 class PromoteParams(Section):
     """The promotion gate (python -m tracking.promote); read by no stage, so it reruns nothing but the mirror."""
 
-    metric: Literal["accuracy", "precision", "recall", "f1", "roc_auc"] = "accuracy"  # re-scored on the validation split
-    margin: float = Field(0.005, ge=0.0, le=1.0)  # the candidate must beat the champion by at least this much
-    alpha: float = Field(0.05, gt=0.0, lt=1.0)    # ... and be right on significantly more images (paired test) at this level
+    metric: Metric
+    margin: float = Field(ge=0.0, le=1.0)
+    alpha: float = Field(gt=0.0, lt=1.0)
 
 
 # ----------------------------------------------------------------------------- the document
@@ -245,14 +246,12 @@ class PromoteParams(Section):
 class PipelineParams(Section):
     """The whole ``params.yaml``; top-level scalars are the knobs ``dvc exp run -S`` sweeps."""
 
-    seed: int = Field(42, ge=0)           # the data's random draws: synthetic images, splits, SMOTE, tune, bootstrap
-    model_seed: int = Field(42, ge=0)     # the models': initial weights and batch order (pretrain, train, finetune, transfer)
-    lr: float = _learning_rate(0.001)     # train: Adam's learning rate
-    epochs: int = Field(15, ge=1)         # train: passes over the training split
-    batch_size: int = Field(32, ge=1)     # train: images per optimisation step, over all processes
-    # CPU numerics (lifecycle/core/numerics.py; applied when the lifecycle package loads, before torch):
-    # native, the libraries' fastest kernels for this CPU; portable, the same bytes on any AVX2 x86-64 CPU
-    numerics: Literal["native", "portable"] = "native"
+    seed: int = Field(ge=0)
+    model_seed: int = Field(ge=0)
+    lr: LearningRate
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    numerics: Literal["native", "portable"]
     ingest: IngestParams
     preprocess: PreprocessParams
     impute: ImputeParams

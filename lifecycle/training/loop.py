@@ -32,9 +32,8 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from lifecycle.core import numerics
-from lifecycle.core.images import IMAGENET_MEAN, IMAGENET_STD
 from lifecycle.core.progress import progress
-from lifecycle.models import to_model_input
+from lifecycle.models import image_preparer, predict_logits
 from lifecycle.training.runtime import Cluster, batch_seed
 
 # (uint8 images (N, 3, H, W) and labels (N,) on the training device, a CPU generator for the
@@ -106,11 +105,6 @@ def _in_layout(prepare: Callable[[torch.Tensor], torch.Tensor], layout: torch.me
     return prepared
 
 
-def image_preparer(mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
-    """The batch step for images: uint8 (N, 3, H, W) to the normalised float batch."""
-    return lambda batch: to_model_input(batch, mean, std)
-
-
 def features_preparer():
     """The batch step for precomputed float features: none."""
     return lambda batch: batch
@@ -158,38 +152,10 @@ class FitResult:
         }
 
 
-def _logits(output: Any) -> torch.Tensor:
-    return output.logits if hasattr(output, "logits") else output
-
-
-def predict_logits(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    prepare: Callable[[torch.Tensor], torch.Tensor],
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-    desc: str | None = None,
-) -> torch.Tensor:
-    """Logits (N, classes) on CPU for ``inputs`` in eval mode, batch by batch."""
-    module = model.module if hasattr(model, "module") else model
-    was_training = module.training
-    module.eval()
-    chunks = []
-    starts = range(0, len(inputs), batch_size)
-    if desc:
-        starts = progress(starts, desc=desc, total=len(starts))
-    with torch.no_grad():
-        for start in starts:
-            batch = prepare(inputs[start : start + batch_size].to(device))
-            chunks.append(_logits(module(batch)).float().cpu())
-    module.train(was_training)
-    if not chunks:
-        return torch.zeros(0, 0)
-    return torch.cat(chunks)
-
-
 def _validate(model, val: Samples, prepare, batch_size, device, loss_fn) -> tuple[float, float]:
+    model.eval()
     logits = predict_logits(model, val.inputs, prepare, batch_size=max(batch_size, 128), device=device)
+    model.train()
     loss = float(loss_fn(logits, val.labels))
     accuracy = float((logits.argmax(1) == val.labels).float().mean())
     return loss, accuracy
@@ -258,7 +224,7 @@ def fit(
                                      total=batches.count(order))
         for inputs, labels in epoch_batches:
             optimizer.zero_grad(set_to_none=True)
-            logits = _logits(network(inputs))
+            logits = network(inputs)
             loss = loss_fn(logits, labels)
             loss.backward()
             optimizer.step()

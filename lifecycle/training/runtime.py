@@ -3,8 +3,9 @@
 :func:`distributed` yields a :class:`Cluster` (rank, world size, device): CUDA when there
 is one (a GPU per local rank, nccl), else CPU (gloo); one process when not started by
 ``torchrun``. :func:`seed_everything` makes a run reproducible: seeded generators and
-``torch.use_deterministic_algorithms(True)``; :func:`batch_seed` gives each batch of each
-process its own random draws per epoch, on a CPU generator, so whatever device trains.
+``torch.use_deterministic_algorithms(True)`` (:func:`deterministic` alone where nothing is
+drawn at random); :func:`batch_seed` gives each batch of each process its own random draws
+per epoch, on a CPU generator, so whatever device trains.
 """
 from __future__ import annotations
 
@@ -67,6 +68,11 @@ def distributed() -> Iterator[Cluster]:
 def seed_everything(seed: int) -> None:
     """Seed torch's generators and refuse non-deterministic kernels."""
     torch.manual_seed(seed)
+    deterministic()
+
+
+def deterministic() -> None:
+    """Refuse non-deterministic kernels: a computation that draws nothing random needs no seed, only this."""
     torch.use_deterministic_algorithms(True)
     if torch.backends.cudnn.is_available():
         torch.backends.cudnn.benchmark = False
