@@ -201,12 +201,14 @@ def record(stage: str, root: Path | None = None) -> Path | None:
     """
     if "torch" not in sys.modules:
         return None
-    from lifecycle.core.io import write_json_atomic
-
     path = Path(root or _ROOT) / RECORDS / f"{stage}.json"
     try:
         path.parent.mkdir(exist_ok=True)
-        write_json_atomic({"stage": stage, **fingerprint()}, path)
+        # not lifecycle.core.io: it imports errors, which calls this (an import cycle); a torn
+        # record is only local state, which recorded() skips, but a rename keeps it whole anyway
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps({"stage": stage, **fingerprint()}, indent=2, sort_keys=True) + "\n")
+        os.replace(partial, path)
     except OSError as error:
         print(f"warning: could not record the numerics fingerprint in {path}: {error}", file=sys.stderr)
         return None
