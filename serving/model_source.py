@@ -1,8 +1,8 @@
 """Which model the service answers with, and picking up a newly promoted one while it runs.
 
 in: ``SERVE_MODEL`` (a model folder or an MLflow model URI; empty: the default below), the
-tracking store (``MLFLOW_TRACKING_URI``, else ``mlflow.db`` at the repository root if it
-exists), and ``models/best``.  out: a :class:`ServedModel` whose ``current`` is the loaded
+tracking store (:func:`tracking.store.existing_store`: the one the mirror writes, if it exists),
+and ``models/best``.  out: a :class:`ServedModel` whose ``current`` is the loaded
 predictor and the reason it was chosen.
 
 The default is ``models:/cats-vs-dogs@champion`` when the tracking store holds that alias
@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import shutil
 import threading
 import weakref
@@ -36,27 +35,23 @@ from typing import Any
 
 from lifecycle.core import paths
 from lifecycle.core.errors import UserError
-from lifecycle.inference import ModelIdentity, Predictor, is_mlflow_source, load_predictor
+from lifecycle.inference import ModelIdentity, Predictor
 from lifecycle.models import SIDECAR_FILE, WEIGHTS_FILE, ModelSpec
 from serving.last_good import LastGood
-
-REGISTERED_MODEL = "cats-vs-dogs"  # the registry name the MLflow mirror registers the selected model under
-CHAMPION_ALIAS = "champion"        # moved only by the promotion command, never by a pipeline run
+from tracking.mlflow_model import is_mlflow_source, load_model_source
+from tracking.registry import Registry, RegistryUnavailable
+from tracking.store import CHAMPION, REGISTERED_MODEL, existing_store
 
 FROM_STORE = object()  # ServedModel's default registry: the tracking store's, if there is one
 
 log = logging.getLogger(__name__)
 
 
-class RegistryUnavailable(Exception):
-    """The tracking store could not be read (not: it holds no such model)."""
-
-
 @dataclasses.dataclass(frozen=True)
 class ModelChoice:
     """One resolved answer to "which model": what to load, what to show, why, and what identifies it."""
 
-    load: str      # what load_predictor gets: a folder, or an immutable models:/name/N
+    load: str      # what load_model_source gets: a folder, or an immutable models:/name/N
     shown: str     # what /health and /metadata show as the source: models/best, models:/name@alias, ...
     reason: str    # one sentence: why this model
     key: tuple     # equal keys mean the same model files or registry version; a new key means reload
@@ -68,41 +63,6 @@ class Served:
 
     choice: ModelChoice
     predictor: Predictor
-
-
-def tracking_store() -> str | None:
-    """``MLFLOW_TRACKING_URI``, else the repository's ``sqlite:///.../mlflow.db`` if that file exists, else None."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    database = paths.ROOT / paths.MLFLOW_DB
-    return f"sqlite:///{database}" if database.is_file() else None
-
-
-class Registry:
-    """Alias lookups in one tracking store, through one cached MLflow client."""
-
-    def __init__(self, store: str) -> None:
-        self.store = store
-        self._client = None
-
-    def alias_version(self, name: str, alias: str) -> str | None:
-        """The version ``name@alias`` points at; None when the store has no such model or alias."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            if self._client is None:
-                from mlflow import MlflowClient
-
-                self._client = MlflowClient(tracking_uri=self.store, registry_uri=self.store)
-            aliases = self._client.get_registered_model(name).aliases
-        except MlflowException as error:
-            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
-                return None
-            raise RegistryUnavailable(f"{self.store}: {str(error).splitlines()[0]}") from None
-        except Exception as error:  # a broken database file, a network error below MLflow's own
-            raise RegistryUnavailable(f"{self.store}: {type(error).__name__}: {str(error).splitlines()[0]}") from None
-        version = aliases.get(alias)
-        return None if version is None else str(version)
 
 
 def folder_key(folder: Path) -> tuple:
@@ -129,12 +89,12 @@ def choose_model(requested: str | None, registry: Registry | None, best: Path | 
     if registry is None:
         return ModelChoice(str(best), paths.relative(best), "no tracking store (MLFLOW_TRACKING_URI is unset and "
                            f"there is no {paths.MLFLOW_DB}), so the selected model folder.", folder_key(best))
-    version = registry.alias_version(REGISTERED_MODEL, CHAMPION_ALIAS)
+    version = registry.alias_version(REGISTERED_MODEL, CHAMPION)
     if version is None:
-        return ModelChoice(str(best), paths.relative(best), f"the tracking store {registry.store} has no "
-                           f"{REGISTERED_MODEL}@{CHAMPION_ALIAS}, so the selected model folder.", folder_key(best))
-    return ModelChoice(f"models:/{REGISTERED_MODEL}/{version}", f"models:/{REGISTERED_MODEL}@{CHAMPION_ALIAS}",
-                       f"the tracking store {registry.store} has {REGISTERED_MODEL}@{CHAMPION_ALIAS} "
+        return ModelChoice(str(best), paths.relative(best), f"the tracking store {registry.shown} has no "
+                           f"{REGISTERED_MODEL}@{CHAMPION}, so the selected model folder.", folder_key(best))
+    return ModelChoice(f"models:/{REGISTERED_MODEL}/{version}", f"models:/{REGISTERED_MODEL}@{CHAMPION}",
+                       f"the tracking store {registry.shown} has {REGISTERED_MODEL}@{CHAMPION} "
                        f"(version {version}).", ("registry", registry.store, REGISTERED_MODEL, version))
 
 
@@ -147,7 +107,7 @@ def _choose_requested(requested: str, registry: Registry | None) -> ModelChoice:
                             f"pipeline's mirror stage so that {paths.MLFLOW_DB} exists.")
         version = registry.alias_version(name, alias)
         if version is None:
-            raise UserError(f"SERVE_MODEL={requested}: the tracking store {registry.store} has no model {name} "
+            raise UserError(f"SERVE_MODEL={requested}: the tracking store {registry.shown} has no model {name} "
                             f"with the alias {alias}.")
         return ModelChoice(f"models:/{name}/{version}", requested, f"SERVE_MODEL names it (version {version}).",
                            ("registry", registry.store, name, version))
@@ -167,7 +127,7 @@ class ServedModel:
     """
 
     def __init__(self, requested: str | None, predictor: Predictor | None = None,
-                 load: Callable[[str], Predictor] = load_predictor, registry: Registry | None | object = FROM_STORE,
+                 load: Callable[[str], Predictor] = load_model_source, registry: Registry | None | object = FROM_STORE,
                  best: Path | None = None, last_good: LastGood | None = None) -> None:
         """``requested``: SERVE_MODEL (empty: the default). ``predictor``: serve this one, never reload.
         ``load``, ``registry`` and ``best`` replace the loader, the tracking store's registry and
@@ -186,7 +146,7 @@ class ServedModel:
             self.state = State(Served(choice, predictor), None)
             return
         if registry is FROM_STORE:
-            store = tracking_store()
+            store = existing_store()
             registry = Registry(store) if store else None
         self.registry = registry
         self.state = State(None, None)

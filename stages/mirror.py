@@ -23,7 +23,7 @@ from lifecycle.core.errors import run_stage
 from lifecycle.core.io import write_json_atomic
 from tracking import mirror
 from tracking.provenance import experiment_refs, real_root
-from tracking.sink import display_uri
+from tracking.store import display_uri
 from tracking.snapshot import pipeline_state
 
 
