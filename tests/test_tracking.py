@@ -290,6 +290,24 @@ def test_real_root_of_a_dvc_temporary_copy(tmp_path: Path):
     assert store.local_artifact_location(f"sqlite:///{repo}/mlflow.db") == (repo / "mlartifacts").as_uri()
 
 
+def test_mirror_gate_and_service_mean_one_store_also_from_an_experiments_temporary_copy(tmp_path: Path):
+    """A queued experiment mirrors from <repo>/.dvc/tmp/exps/...; the gate and the server, run in
+    <repo>, read what it wrote: every one of them resolves the store through tracking.store."""
+    from tracking.registry import Registry
+
+    repo = tmp_path / "repo"
+    copy = repo / ".dvc" / "tmp" / "exps" / "run" / "tmpxy"
+    (copy / ".dvc").mkdir(parents=True)
+    default = f"sqlite:///{repo}/mlflow.db"
+    assert store.tracking_uri(copy, environ={}) == store.tracking_uri(repo, environ={}) == default
+    assert store.existing_store(repo, environ={}) is None  # the service: no store until the mirror made one
+    (repo / "mlflow.db").touch()
+    assert store.existing_store(copy, environ={}) == store.existing_store(repo, environ={}) == default
+    team = {"MLFLOW_TRACKING_URI": "http://team:5000"}
+    assert store.tracking_uri(copy, environ=team) == store.existing_store(repo, environ=team) == "http://team:5000"
+    assert Registry().store == store.tracking_uri()  # the gate's default is the same function's answer
+
+
 def test_real_root_of_this_repository_is_its_folder():
     assert provenance.real_root(environ={}) == ROOT
     assert store.tracking_uri(environ={}) == f"sqlite:///{ROOT}/mlflow.db"
