@@ -233,7 +233,7 @@ class SelectParams(Section):
 
 
 class PromoteParams(Section):
-    """The promotion gate (python -m tracking.promote); read by no stage, so it reruns nothing but the mirror."""
+    """The promotion gate (python -m tracking.promote); read by no stage, and no part of a pipeline state."""
 
     metric: Literal["accuracy", "precision", "recall", "f1", "roc_auc"] = "accuracy"  # re-scored on the validation split
     margin: float = Field(0.005, ge=0.0, le=1.0)  # the candidate must beat the champion by at least this much
