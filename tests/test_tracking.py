@@ -79,9 +79,10 @@ def runs_of(client, experiment=store.EXPERIMENT):
 
 
 def assert_run_matches_files(client, run_id: str, root: Path, tmp_path: Path) -> None:
-    """The run holds exactly what params.yaml, metrics/, plots/ and models/best say."""
+    """The run holds exactly what params.yaml (but the gate's promote.*), metrics/, plots/ and models/best say."""
     run = client.get_run(run_id)
-    assert run.data.params == expected_params(yaml.safe_load((root / "params.yaml").read_text()))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    assert run.data.params == expected_params({key: value for key, value in params.items() if key != "promote"})
 
     scalars, curves = expected_metrics(root)
     assert set(run.data.metrics) == set(scalars) | set(curves)
@@ -306,6 +307,46 @@ def test_mirror_gate_and_service_mean_one_store_also_from_an_experiments_tempora
     team = {"MLFLOW_TRACKING_URI": "http://team:5000"}
     assert store.tracking_uri(copy, environ=team) == store.existing_store(repo, environ=team) == "http://team:5000"
     assert Registry().store == store.tracking_uri()  # the gate's default is the same function's answer
+
+
+def test_experiments_are_listed_by_dvc_with_their_names_and_baselines(tmp_path: Path):
+    """provenance.experiment_refs asks DVC (Repo.experiments.ls), not git's refs/exps/ layout."""
+    from .conftest import RepoCopy
+
+    repo = RepoCopy(tmp_path / "repo")
+    repo.path.mkdir()
+    for line in (["git", "init", "-q", "-b", "main"], ["git", "config", "user.email", "t@example.com"],
+                 ["git", "config", "user.name", "t"]):
+        repo.run(*line)
+    repo.dvc("init", "-q")
+    (repo.path / "params.yaml").write_text("lr: 0.1\n")
+    repo.commit("baseline")
+    baseline = repo.run("git", "rev-parse", "HEAD").stdout.strip()
+    (repo.path / "params.yaml").write_text("lr: 0.2\n")
+    repo.dvc("exp", "save", "-q", "-n", "saved-exp")
+    [(commit, found)] = provenance.experiment_refs(repo.path).items()
+    assert found == ("saved-exp", baseline) and commit != baseline
+    assert provenance.revision_tags(repo.path, "saved-exp")[0] == commit
+
+
+def test_a_mirror_waits_for_the_spools_lock_and_gives_up_after_its_wait(tmp_path: Path):
+    """Held by another process (an older mirror's plain flock included), the lock is refused until released."""
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+                               str(folder / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with spool.spool_lock(folder, 0.5) as locked:
+            assert not locked
+        assert time.monotonic() - started >= 0.5
+    finally:
+        holder.kill()
+        holder.wait()
+    with spool.spool_lock(folder, 5) as locked:
+        assert locked
 
 
 def test_real_root_of_this_repository_is_its_folder():
