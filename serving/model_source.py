@@ -24,9 +24,7 @@ which, and why the chosen model is not served (one sentence naming the file): wh
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import shutil
 import threading
 import weakref
 from collections.abc import Callable
@@ -36,8 +34,8 @@ from typing import Any
 from lifecycle.core import paths
 from lifecycle.core.errors import UserError
 from lifecycle.inference import ModelIdentity, Predictor
-from lifecycle.models import SIDECAR_FILE, WEIGHTS_FILE, ModelSpec
-from serving.last_good import LastGood
+from lifecycle.models import SIDECAR_FILE, WEIGHTS_FILE
+from serving.last_good import LastGood, first_line, load_failure, load_folder
 from tracking.mlflow_model import is_mlflow_source, load_model_source
 from tracking.registry import Registry, RegistryUnavailable
 from tracking.store import CHAMPION, REGISTERED_MODEL, existing_store
@@ -247,7 +245,7 @@ class ServedModel:
             predictor = self._loaded(choice)
         except Exception as error:  # a half-copied folder, a deleted version: keep answering with the old one
             self._failed_key = choice.key
-            self.state = State(self.current, load_failure(choice, error))
+            self.state = State(self.current, load_failure(choice.shown, error))
             return False
         self._failed_key = None
         self.state = State(Served(choice, predictor), None)
@@ -256,27 +254,15 @@ class ServedModel:
     def _loaded(self, choice: ModelChoice) -> Predictor:
         folder = model_folder(choice)
         if folder is None or not all((folder / name).is_file() for name in (WEIGHTS_FILE, SIDECAR_FILE)):
-            predictor = self._load(choice.load)  # an MLflow model, or a folder that says what it lacks
-            return _shown_as(predictor, choice)
-        staged = None
-        if self.last_good is not None:
-            try:
-                staged = self.last_good.stage(folder)
-            except FileNotFoundError:
-                raise UserError(f"{choice.shown}: {WEIGHTS_FILE} or {SIDECAR_FILE} disappeared while being "
-                                f"read.") from None
-            except OSError as error:  # no room for the copy: serve the model anyway, without a fallback copy
-                log.warning("could not keep a copy of %s in %s: %s", choice.shown, self.last_good.folder, error)
-        try:
-            predictor = _shown_as(_load_folder(self._load, staged or folder, choice.shown), choice)
-            if staged is not None:
-                identity = predictor.identity.to_dict()
-                self.last_good.publish(staged, {"choice": dataclasses.asdict(choice), "identity": identity})
-                staged = None
-            return predictor
-        finally:
-            if staged is not None:
-                shutil.rmtree(staged, ignore_errors=True)
+            return _shown_as(self._load(choice.load), choice)  # an MLflow model, or a folder that says what it lacks
+
+        def load(copy: Path) -> Predictor:
+            return _shown_as(load_folder(self._load, copy, choice.shown), choice)
+
+        if self.last_good is None:
+            return load(folder)
+        return self.last_good.load_copy(folder, choice.shown, load, lambda predictor: {
+            "choice": dataclasses.asdict(choice), "identity": predictor.identity.to_dict()})
 
     def _from_last_good(self) -> Served | None:
         """The last model that loaded in this service (any worker), loaded from the service's copy; else None."""
@@ -289,7 +275,7 @@ class ServedModel:
             predictor = self._load(str(folder))
             identity = ModelIdentity(**record["identity"])
         except Exception as error:  # a copy removed meanwhile, or a record from another version of this code
-            log.warning("could not load the last good model from %s: %s", folder, _first_line(error))
+            log.warning("could not load the last good model from %s: %s", folder, first_line(error))
             return None
         return Served(choice, Predictor(predictor.model, predictor.spec, identity, predictor.device))
 
@@ -307,39 +293,9 @@ def model_folder(choice: ModelChoice) -> Path | None:
     return Path(choice.load) if choice.key[0] == "folder" else None
 
 
-def load_failure(choice: ModelChoice, error: Exception) -> str:
-    """One sentence: which model (file) did not load, and the loader's first line of why."""
-    if isinstance(error, UserError):
-        return str(error)
-    return f"{choice.shown} could not be loaded: {_first_line(error)}."
-
-
-def _load_folder(load: Callable[[str], Predictor], folder: Path, shown: str) -> Predictor:
-    """Load a model folder, naming the file at fault: the sidecar is checked first, then the weights."""
-    try:
-        ModelSpec.from_dict(json.loads((folder / SIDECAR_FILE).read_text()))
-    except Exception as error:
-        raise UserError(f"{shown}/{SIDECAR_FILE} is not a readable model sidecar: {_first_line(error)}.") from None
-    try:
-        return load(str(folder))
-    except UserError:
-        raise
-    except Exception as error:
-        raise UserError(f"{shown}/{WEIGHTS_FILE} could not be loaded: {_first_line(error)}.") from None
-
-
 def _shown_as(predictor: Predictor, choice: ModelChoice) -> Predictor:
     return Predictor(predictor.model, predictor.spec, dataclasses.replace(predictor.identity, source=choice.shown),
                      predictor.device)
-
-
-def _first_line(error: BaseException) -> str:
-    """The error's first sentence (torch's explain at length, and suggest weights_only=False: not that)."""
-    text = str(error).strip()
-    if not text:
-        return type(error).__name__
-    first = text.splitlines()[0].split(". ")[0].rstrip(".")
-    return first if len(first) <= 300 else first[:297] + "..."
 
 
 def _as_tuple(value: Any) -> Any:
