@@ -4,7 +4,7 @@
 (the pt2 tensor model the registry version points at, and the image-bytes pyfunc of
 :mod:`tracking.pyfunc`), or links a model already logged from the same files and code
 (:func:`model_digest`) to the run instead of exporting it again. Called by
-:func:`tracking.sink.send` inside ``tracking.sink.global_store``.
+:func:`tracking.sink.send` inside ``tracking.store.global_store``.
 """
 from __future__ import annotations
 
