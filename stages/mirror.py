@@ -24,8 +24,8 @@ from lifecycle.core.errors import run_stage
 from lifecycle.core.io import write_json_atomic
 from tracking import mirror
 from tracking.provenance import experiment_refs, real_root
-from tracking.store import display_uri
 from tracking.snapshot import pipeline_state
+from tracking.store import display_uri
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
