@@ -126,17 +126,11 @@ def load_mlflow_model(uri: str, device: torch.device) -> Predictor:
 
 
 def _registry_identity(uri: str) -> tuple[str | None, str | None]:
-    """(registered name, version) for ``models:/name@alias`` or ``models:/name/N``; else (None, None)."""
+    """(registered name, version) of ``models:/name/N``; ``models:/name@alias`` gives (name, None): the
+    service resolves an alias to its version before loading (:mod:`serving.model_source`), so the
+    version shown is the one that answers, never an alias that may have moved since."""
     if not uri.startswith("models:/"):
         return None, None
-    from mlflow import MlflowClient
-
     rest = uri[len("models:/"):].strip("/")
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        try:
-            return name, str(MlflowClient().get_model_version_by_alias(name, alias).version)
-        except Exception:  # identity is informative; a registry hiccup must not stop a model that loaded
-            return name, None
-    name, _, version = rest.partition("/")
+    name, _, version = rest.partition("@")[0].partition("/")
     return name, version if version.isdigit() else None
