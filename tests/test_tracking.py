@@ -349,6 +349,26 @@ def test_a_mirror_waits_for_the_spools_lock_and_gives_up_after_its_wait(tmp_path
         assert locked
 
 
+def test_global_store_points_mlflow_at_a_store_for_a_while_and_restores_what_was_there(monkeypatch):
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    mlflow.set_tracking_uri(None)
+    with store.global_store("sqlite:///elsewhere.db"):
+        assert mlflow.get_tracking_uri() == mlflow.get_registry_uri() == "sqlite:///elsewhere.db"
+        assert os.environ["MLFLOW_TRACKING_URI"] == os.environ["MLFLOW_REGISTRY_URI"] == "sqlite:///elsewhere.db"
+    assert not mlflow.tracking.is_tracking_uri_set()
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
+    mlflow.set_tracking_uri("sqlite:///mine.db")  # a caller's own choice survives too
+    try:
+        with store.global_store("sqlite:///elsewhere.db"):
+            pass
+        assert mlflow.get_tracking_uri() == os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///mine.db"
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
 def test_real_root_of_this_repository_is_its_folder():
     assert provenance.real_root(environ={}) == ROOT
     assert store.tracking_uri(environ={}) == f"sqlite:///{ROOT}/mlflow.db"
