@@ -306,6 +306,8 @@ def test_mirror_gate_and_service_mean_one_store_also_from_an_experiments_tempora
     assert store.existing_store(copy, environ={}) == store.existing_store(repo, environ={}) == default
     team = {"MLFLOW_TRACKING_URI": "http://team:5000"}
     assert store.tracking_uri(copy, environ=team) == store.existing_store(repo, environ=team) == "http://team:5000"
+    chosen = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/new.db"}  # named by the user: a store, even before it exists
+    assert store.existing_store(repo, environ=chosen) == chosen["MLFLOW_TRACKING_URI"]
     assert Registry().store == store.tracking_uri()  # the gate's default is the same function's answer
 
 

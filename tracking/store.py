@@ -53,10 +53,11 @@ def sqlite_file(uri: str) -> Path | None:
 
 
 def existing_store(root: Path | None = None, environ: Mapping[str, str] | None = None) -> str | None:
-    """:func:`tracking_uri`, unless it is the default sqlite file and that file does not exist yet."""
+    """:func:`tracking_uri` if there is a store there: a set ``MLFLOW_TRACKING_URI`` always is; the
+    default sqlite file only once the mirror has created it (None before)."""
+    environ = os.environ if environ is None else environ
     uri = tracking_uri(root, environ)
-    database = sqlite_file(uri)
-    return None if database is not None and not database.is_file() else uri
+    return uri if environ.get("MLFLOW_TRACKING_URI", "").strip() or sqlite_file(uri).is_file() else None
 
 
 def experiment_name(environ: Mapping[str, str] | None = None) -> str:
