@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import re
 import sys
 from pathlib import Path
@@ -26,16 +27,18 @@ class Stage:
     outs: list[str]                # outs, metrics and plots: everything the stage declares it writes
 
 
-def stages(root: Path = ROOT) -> list[Stage]:
-    """Every stage of dvc.yaml as DVC itself reads it (foreach expanded, ``${...}`` resolved from params.yaml)."""
+@functools.cache
+def stages(root: Path = ROOT) -> tuple[Stage, ...]:
+    """Every stage of dvc.yaml as DVC itself reads it (foreach expanded, ``${...}`` resolved from params.yaml).
+    Read once per folder (DVC builds its index in a second or two): write dvc.yaml before the first call."""
     from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
 
     with Repo(str(root), uninitialized=True) as repo:
-        return [Stage(stage.name, stage.cmd,
-                      [dep.def_path for dep in stage.deps if not isinstance(dep, ParamsDependency)],
-                      [out.def_path for out in stage.outs])
-                for stage in repo.index.stages if Path(stage.path) == Path(repo.root_dir) / "dvc.yaml"]
+        return tuple(Stage(stage.name, stage.cmd,
+                           [dep.def_path for dep in stage.deps if not isinstance(dep, ParamsDependency)],
+                           [out.def_path for out in stage.outs])
+                     for stage in repo.index.stages if Path(stage.path) == Path(repo.root_dir) / "dvc.yaml")
 
 
 def module_file(name: str, root: Path = ROOT) -> Path | None:
