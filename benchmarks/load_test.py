@@ -148,10 +148,12 @@ TENSOR_MLFLOW = "mlflow models serve"                # the tensor-JSON server, a
 
 def save_image_pyfunc(model_dir: Path, destination: Path) -> None:
     """The model as the mirror's ``image-model``: image bytes in, the service's answer out."""
-    from tracking.pyfunc import save_image_model
+    import mlflow
+
+    from tracking.pyfunc import model_arguments
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # MLflow copies the artifacts with a bar
-    save_image_model(model_dir, destination)
+    mlflow.pyfunc.save_model(str(destination), **model_arguments(model_dir))
 
 
 def image_pyfunc_bodies(images: list[bytes]) -> list[str]:

@@ -1,9 +1,9 @@
 """Inference: load the selected model and classify images, for the service and for batch runs.
 
-in: a model folder (``models/best``: ``model.pt`` state_dict + ``model.json`` sidecar) or an
-MLflow model (``models:/name@alias``, ``models:/name/3``, ``runs:/<id>/model``, a local MLflow
-model folder) whose artifacts carry the same sidecar as ``extra_files/model.json``; images as
+in: a model folder (``models/best``: ``model.pt`` state_dict + ``model.json`` sidecar); images as
 bytes or files.  out: class probabilities, one row per image, in the sidecar's class order.
+(MLflow models are loaded into the same :class:`Predictor` outside the pipeline library, by
+:mod:`tracking.mlflow_model`: no stage's result depends on how MLflow is read.)
 
 The service (``serving/``) and the ``predict`` stage (:mod:`lifecycle.prediction`) both call
 :meth:`Predictor.preprocess` and :meth:`Predictor.predict`: the first goes through
@@ -13,19 +13,14 @@ orientation, any mode to RGB, one resize), the second through
 with, so a model answers in production exactly as it was measured.
 
 Device: CUDA when present, else CPU. A loaded model must use that one device throughout
-(weights, buffers, constants and, for an exported pt2 model, its graph; see
-:func:`place_exported` and :func:`require_device`), and the forward path puts the inputs
-there, so model and inputs never meet on different devices; a model that cannot be placed
-is an error, not a silent fallback.
+(weights, buffers, constants and, for an exported model, its graph; see :func:`require_device`),
+and the forward path puts the inputs there, so model and inputs never meet on different
+devices; a model that cannot be placed is an error, not a silent fallback.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,12 +38,6 @@ from lifecycle.models import (
     class_probabilities,
     load_model,
 )
-
-# A model source with one of these prefixes is an MLflow model URI, not a models/ folder.
-MLFLOW_URI_PREFIXES = ("models:/", "runs:/", "file:", "mlflow-artifacts:", "s3://", "gs://", "wasbs://", "abfss://",
-                       "hdfs://", "dbfs:/", "http://", "https://")
-MLFLOW_SIDECAR = f"extra_files/{SIDECAR_FILE}"  # where mlflow.pytorch.log_model(extra_files=[...]) puts it
-EXPORTED_FILE = "model.pt2"  # mlflow.pytorch's pt2 format: a torch.export archive in the model's data/
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,29 +90,20 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def is_mlflow_source(source: str | Path) -> bool:
-    """An MLflow URI, or a local folder holding an MLflow model (an ``MLmodel`` file)."""
-    text = str(source)
-    return text.startswith(MLFLOW_URI_PREFIXES) or (Path(text) / "MLmodel").is_file()
-
-
 def load_predictor(source: str | Path | None = None, device: torch.device | None = None) -> Predictor:
-    """Load ``source`` (default ``models/best``): a model folder or an MLflow model URI."""
+    """Load the model folder ``source`` (default ``models/best``)."""
     device = device or default_device()
-    source = paths.BEST_MODEL if source in (None, "") else source
-    if is_mlflow_source(source):
-        return _load_mlflow(str(source), device)
-    folder = Path(source)
+    folder = Path(paths.BEST_MODEL if source in (None, "") else source)
     if not folder.is_absolute() and not folder.exists():
         folder = paths.ROOT / folder
     if not (folder / SIDECAR_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
         raise UserError(
             f"model '{paths.relative(folder)}' has no {SIDECAR_FILE} and {WEIGHTS_FILE}; train and select a model "
-            f"first (dvc repro select) or point at an MLflow model URI such as models:/name@alias."
+            f"first (dvc repro select), or name a folder that holds both."
         )
     model, spec = load_model(folder, device=device)
     require_device(model, device, paths.relative(folder))
-    digest = _digest(folder / WEIGHTS_FILE)
+    digest = weights_digest(folder / WEIGHTS_FILE)
     info = spec.info or {}
     identity = ModelIdentity(
         name=str(info.get("name") or info.get("stage") or spec.architecture),
@@ -133,23 +113,6 @@ def load_predictor(source: str | Path | None = None, device: torch.device | None
         digest=digest,
     )
     return Predictor(model, spec, identity, device)
-
-
-def place_exported(path: Path, device: torch.device) -> torch.nn.Module:
-    """A ``torch.export`` archive (``.pt2``) as a module whose weights, constants and graph all use ``device``.
-
-    An exported program records the device it was traced on, not only in its weights but in
-    its graph (``torch.ones(..., device=x.device)`` becomes ``device=cpu``) and in lifted
-    constants that are plain attributes: ``module.to(device)`` moves the weights and leaves
-    those behind. ``move_to_device_pass`` rewrites all three.
-    """
-    from torch.export.passes import move_to_device_pass
-
-    try:
-        program = move_to_device_pass(torch.export.load(str(path)), device)
-    except Exception as error:
-        raise UserError(f"cannot move the exported model {path} to {device}: {str(error).splitlines()[0]}") from None
-    return program.module()
 
 
 def tensor_devices(model: Any) -> set[torch.device]:
@@ -163,19 +126,19 @@ def tensor_devices(model: Any) -> set[torch.device]:
         for node in getattr(graph, "nodes", ()):
             named = [node.kwargs.get("device"), *node.args]
             found |= {torch.device(d) for d in named if isinstance(d, torch.device)}
-    return {_canonical(d) for d in found}
+    return {canonical_device(d) for d in found}
 
 
 def require_device(model: Any, device: torch.device, source: str) -> None:
     """Raise unless every tensor and graph device of ``model`` is ``device``: inputs go there too."""
     devices = tensor_devices(model)
-    if devices - {_canonical(device)}:
+    if devices - {canonical_device(device)}:
         raise UserError(
             f"the model '{source}' did not land on {device}: it also uses {', '.join(sorted(map(str, devices)))}."
         )
 
 
-def _canonical(device: torch.device | str) -> torch.device:
+def canonical_device(device: torch.device | str) -> torch.device:
     """``cuda`` and ``cuda:0`` are the same device when 0 is the current one."""
     device = torch.device(device)
     if device.type == "cuda" and device.index is None and torch.cuda.is_available():
@@ -183,82 +146,7 @@ def _canonical(device: torch.device | str) -> torch.device:
     return device
 
 
-def _digest(path: Path) -> str:
-    sha = hashlib.sha256()
+def weights_digest(path: Path) -> str:
+    """sha256 of a weights file, first 16 hex digits: which weights answered."""
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()[:16]
-
-
-def _ensure_tracking_uri() -> None:
-    """The house default store (sqlite:///mlflow.db at the repository root) unless MLFLOW_TRACKING_URI is set."""
-    import mlflow
-
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        mlflow.set_tracking_uri(f"sqlite:///{paths.ROOT / 'mlflow.db'}")
-
-
-def _load_mlflow(uri: str, device: torch.device) -> Predictor:
-    """Download an MLflow model, read its sidecar, load its weights (pt2 format: nothing unpickled)."""
-    import mlflow
-    import yaml
-    from mlflow.exceptions import MlflowException
-
-    _ensure_tracking_uri()
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per download fills server logs
-    scratch = Path(tempfile.mkdtemp(prefix="serve-mlflow-"))
-    try:
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(scratch)))
-        except (MlflowException, OSError) as error:
-            raise UserError(f"cannot fetch the MLflow model '{uri}': {str(error).splitlines()[0]}") from None
-        sidecar = local / MLFLOW_SIDECAR
-        if not sidecar.is_file():
-            raise UserError(
-                f"the MLflow model '{uri}' has no {MLFLOW_SIDECAR}; log it with "
-                f"extra_files=['models/best/{SIDECAR_FILE}'] so the service knows its classes and preprocessing."
-            )
-        spec = ModelSpec.from_dict(json.loads(sidecar.read_text()))
-        try:
-            model = mlflow.pytorch.load_model(str(local))  # for pt2: first checks the archive is pickle-free
-        except MlflowException as error:
-            raise UserError(f"cannot load the MLflow model '{uri}': {str(error).splitlines()[0]}") from None
-        exported = local / "data" / EXPORTED_FILE
-        if exported.is_file() and tensor_devices(model) != {_canonical(device)}:
-            model = place_exported(exported, device)  # the archive mlflow just checked
-        elif isinstance(model, torch.nn.Module):
-            model = model.to(device)
-        require_device(model, device, uri)
-        meta = yaml.safe_load((local / "MLmodel").read_text()) if (local / "MLmodel").is_file() else {}
-        weights = next((p for p in (local / "data").glob("model.*") if p.is_file()), None) if (local / "data").is_dir() else None
-        digest = _digest(weights) if weights else None
-        name, version = _registry_identity(uri)
-        info = spec.info or {}
-        identity = ModelIdentity(
-            name=name or str(info.get("name") or info.get("stage") or spec.architecture),
-            version=version or str(meta.get("run_id") or meta.get("model_id") or info.get("git_commit") or f"sha256:{digest}"),
-            source=uri,
-            stage=info.get("stage"),
-            digest=digest,
-        )
-        return Predictor(model, spec, identity, device)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _registry_identity(uri: str) -> tuple[str | None, str | None]:
-    """(registered name, version) for ``models:/name@alias`` or ``models:/name/N``; else (None, None)."""
-    if not uri.startswith("models:/"):
-        return None, None
-    from mlflow import MlflowClient
-
-    rest = uri[len("models:/"):].strip("/")
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        try:
-            return name, str(MlflowClient().get_model_version_by_alias(name, alias).version)
-        except Exception:  # identity is informative; a registry hiccup must not stop a model that loaded
-            return name, None
-    name, _, version = rest.partition("/")
-    return name, version if version.isdigit() else None
+        return hashlib.file_digest(handle, "sha256").hexdigest()[:16]

@@ -2,7 +2,7 @@
 
 Saves an untrained seed CNN the way the MLflow mirror logs the selected model
 (``mlflow.pytorch.save_model(..., serialization_format="pt2")``, exported on CPU, the sidecar
-as an extra file), loads it with :func:`lifecycle.inference.load_predictor` on every device
+as an extra file), loads it with :func:`tracking.mlflow_model.load_model_source` on every device
 this machine has (CPU, and ``cuda:0`` when CUDA is available), and reports for each: the
 devices its weights, constants and graph use, and the largest difference of its
 probabilities from the eager CPU model on the same images. Prints one JSON line; exits 1 if
@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from lifecycle.inference import load_predictor, tensor_devices  # noqa: E402
+from lifecycle.inference import tensor_devices  # noqa: E402
 from lifecycle.models import ModelSpec, SeedCNN, class_probabilities, load_model, save_model, to_model_input  # noqa: E402
+from tracking.mlflow_model import load_model_source  # noqa: E402
 
 SIZE = 32
 
@@ -60,7 +61,7 @@ def main() -> None:
         eager, spec = load_model(Path(scratch) / "best")
         expected = class_probabilities(eager, images, spec)
         for device in devices:
-            predictor = load_predictor(str(local), device=device)
+            predictor = load_model_source(str(local), device=device)
             used = sorted(map(str, tensor_devices(predictor.model)))
             difference = float(np.abs(predictor.predict(images) - expected).max())
             whole = used == [str(device)]

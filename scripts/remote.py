@@ -32,6 +32,7 @@ configured (nothing was transferred). Nothing in the pipeline imports this file.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -52,14 +53,13 @@ def parse(argv: list[str]) -> tuple[tuple[str, ...], str | None, list[str]]:
     if verb not in TRANSFERS | {("check",)}:
         raise UserError(f"unknown command {' '.join(argv[:2]) or '(none)'!r}; use one of:\n{USAGE}")
     rest = argv[len(verb):]
-    remote = None
-    for flag in ("-r", "--remote"):
-        if flag in rest:
-            at = rest.index(flag)
-            if at + 1 == len(rest):
-                raise UserError(f"{flag} needs the name of a DVC remote (dvc remote list shows them).")
-            remote = rest[at + 1]
-    return verb, remote, rest
+    flags = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    flags.add_argument("-r", "--remote")
+    try:
+        known, _ = flags.parse_known_args(rest)  # every other DVC option passes through untouched
+    except argparse.ArgumentError as error:
+        raise UserError(f"{error.argument_name} needs the name of a DVC remote (dvc remote list shows them).") from None
+    return verb, known.remote, rest
 
 
 def find_remote(root: Path, name: str | None):
@@ -115,6 +115,16 @@ def why_unreachable(remote, pulling: bool) -> str | None:
     return None
 
 
+def cache_folders(repo) -> tuple[Path, Path]:
+    """(the cache's object folder ``files/md5``, the run-cache's folder ``runs``) of an open DVC repo.
+
+    DVC has no public interface for either: this is the one place that reads its internals
+    (``repo.cache.local.path``, ``repo.stage_cache.cache_dir``), checked against DVC 3.67.1;
+    tests/test_remote_script.py fails when a stage run no longer leaves its entry there.
+    """
+    return Path(repo.cache.local.path), Path(repo.stage_cache.cache_dir)
+
+
 def run_outputs(objects: Path, runs: Path) -> set[str]:
     """The md5 of every object the run-cache entries under ``runs`` refer to that ``objects`` holds."""
     import json
@@ -143,8 +153,7 @@ def push_run_outputs(root: Path, name: str | None) -> int:
     from dvc_data.hashfile.hash_info import HashInfo
 
     with Repo(str(root)) as repo:
-        runs = Path(repo.cache.legacy.path) / "runs"      # .dvc/cache/runs, or under cache.dir
-        objects = {HashInfo("md5", value) for value in run_outputs(Path(repo.cache.local.path), runs)}
+        objects = {HashInfo("md5", value) for value in run_outputs(*cache_folders(repo))}
         if not objects:
             return 0
         try:

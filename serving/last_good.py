@@ -2,7 +2,9 @@
 
 in: ``SERVE_LAST_GOOD`` (set by gunicorn's master to a private folder it creates at start,
 inside ``SERVE_STATE_DIR`` or the system's temporary folder, and removes when it stops).
-out: :class:`LastGood`, used by :mod:`serving.model_source`.
+out: :class:`LastGood`, used by :mod:`serving.model_source`: :meth:`LastGood.load_copy` loads a
+model folder through a private copy and publishes the copy once it loaded; and
+:func:`load_folder` / :func:`load_failure`, which name the file at fault when a model does not load.
 
 Why this design. Each gunicorn worker loads the model itself, after the fork
 (``preload_app = False``), so that a graceful reload (HUP) loads the model chosen now and
@@ -39,10 +41,12 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from lifecycle.models import SIDECAR_FILE, WEIGHTS_FILE
+from lifecycle.core.errors import UserError
+from lifecycle.models import SIDECAR_FILE, WEIGHTS_FILE, ModelSpec
 
 VARIABLE = "SERVE_LAST_GOOD"    # the private folder's path, set by gunicorn's master for its workers
 STATE_DIR = "SERVE_STATE_DIR"   # where the master creates it (default: the system's temporary folder)
@@ -51,6 +55,7 @@ COPIES = "models"
 KEEP = 2                        # published copies kept besides the one the pointer names
 
 log = logging.getLogger(__name__)
+Loaded = TypeVar("Loaded")
 
 
 def create_private_folder() -> Path:
@@ -86,6 +91,29 @@ class LastGood:
             shutil.rmtree(staged, ignore_errors=True)
             raise
         return staged
+
+    def load_copy(self, folder: Path, shown: str, load: Callable[[Path], Loaded],
+                  record: Callable[[Loaded], dict[str, Any]]) -> Loaded:
+        """``load`` a private copy of the model ``folder``; once it loaded, publish the copy with ``record(loaded)``.
+
+        ``shown`` names the model in errors. With no room for the copy the folder itself is
+        loaded, without a fallback copy (logged); what did not load is never kept.
+        """
+        try:
+            staged = self.stage(folder)
+        except FileNotFoundError:
+            raise UserError(f"{shown}: {WEIGHTS_FILE} or {SIDECAR_FILE} disappeared while being read.") from None
+        except OSError as error:
+            log.warning("could not keep a copy of %s in %s: %s", shown, self.folder, error)
+            return load(folder)
+        try:
+            loaded = load(staged)
+            self.publish(staged, record(loaded))
+            staged = None
+            return loaded
+        finally:
+            if staged is not None:
+                shutil.rmtree(staged, ignore_errors=True)
 
     def publish(self, staged: Path, record: dict[str, Any]) -> None:
         """Make the staged copy (which loaded) the last good model; ``record`` says which and why."""
@@ -123,3 +151,33 @@ class LastGood:
             return
         for old in published[max(0, KEEP - 1):]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def load_folder(load: Callable[[str], Loaded], folder: Path, shown: str) -> Loaded:
+    """Load a model folder, naming the file at fault: the sidecar is checked first, then the weights."""
+    try:
+        ModelSpec.from_dict(json.loads((folder / SIDECAR_FILE).read_text()))
+    except Exception as error:
+        raise UserError(f"{shown}/{SIDECAR_FILE} is not a readable model sidecar: {first_line(error)}.") from None
+    try:
+        return load(str(folder))
+    except UserError:
+        raise
+    except Exception as error:
+        raise UserError(f"{shown}/{WEIGHTS_FILE} could not be loaded: {first_line(error)}.") from None
+
+
+def load_failure(shown: str, error: Exception) -> str:
+    """One sentence: which model (file) did not load, and the loader's first line of why."""
+    if isinstance(error, UserError):
+        return str(error)
+    return f"{shown} could not be loaded: {first_line(error)}."
+
+
+def first_line(error: BaseException) -> str:
+    """The error's first sentence (torch's explain at length, and suggest weights_only=False: not that)."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    first = text.splitlines()[0].split(". ")[0].rstrip(".")
+    return first if len(first) <= 300 else first[:297] + "..."

@@ -1,8 +1,8 @@
 """Which model the service answers with, and picking up a newly promoted one while it runs.
 
 in: ``SERVE_MODEL`` (a model folder or an MLflow model URI; empty: the default below), the
-tracking store (``MLFLOW_TRACKING_URI``, else ``mlflow.db`` at the repository root if it
-exists), and ``models/best``.  out: a :class:`ServedModel` whose ``current`` is the loaded
+tracking store (:func:`tracking.store.existing_store`: the one the mirror writes, if it exists),
+and ``models/best``.  out: a :class:`ServedModel` whose ``current`` is the loaded
 predictor and the reason it was chosen.
 
 The default is ``models:/cats-vs-dogs@champion`` when the tracking store holds that alias
@@ -24,10 +24,7 @@ which, and why the chosen model is not served (one sentence naming the file): wh
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
-import shutil
 import threading
 import weakref
 from collections.abc import Callable
@@ -36,27 +33,23 @@ from typing import Any
 
 from lifecycle.core import paths
 from lifecycle.core.errors import UserError
-from lifecycle.inference import ModelIdentity, Predictor, is_mlflow_source, load_predictor
-from lifecycle.models import SIDECAR_FILE, WEIGHTS_FILE, ModelSpec
-from serving.last_good import LastGood
-
-REGISTERED_MODEL = "cats-vs-dogs"  # the registry name the MLflow mirror registers the selected model under
-CHAMPION_ALIAS = "champion"        # moved only by the promotion command, never by a pipeline run
+from lifecycle.inference import ModelIdentity, Predictor
+from lifecycle.models import SIDECAR_FILE, WEIGHTS_FILE
+from serving.last_good import LastGood, first_line, load_failure, load_folder
+from tracking.mlflow_model import is_mlflow_source, load_model_source
+from tracking.registry import Registry, RegistryUnavailable
+from tracking.store import CHAMPION, REGISTERED_MODEL, existing_store
 
 FROM_STORE = object()  # ServedModel's default registry: the tracking store's, if there is one
 
 log = logging.getLogger(__name__)
 
 
-class RegistryUnavailable(Exception):
-    """The tracking store could not be read (not: it holds no such model)."""
-
-
 @dataclasses.dataclass(frozen=True)
 class ModelChoice:
     """One resolved answer to "which model": what to load, what to show, why, and what identifies it."""
 
-    load: str      # what load_predictor gets: a folder, or an immutable models:/name/N
+    load: str      # what load_model_source gets: a folder, or an immutable models:/name/N
     shown: str     # what /health and /metadata show as the source: models/best, models:/name@alias, ...
     reason: str    # one sentence: why this model
     key: tuple     # equal keys mean the same model files or registry version; a new key means reload
@@ -68,41 +61,6 @@ class Served:
 
     choice: ModelChoice
     predictor: Predictor
-
-
-def tracking_store() -> str | None:
-    """``MLFLOW_TRACKING_URI``, else the repository's ``sqlite:///.../mlflow.db`` if that file exists, else None."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    database = paths.ROOT / paths.MLFLOW_DB
-    return f"sqlite:///{database}" if database.is_file() else None
-
-
-class Registry:
-    """Alias lookups in one tracking store, through one cached MLflow client."""
-
-    def __init__(self, store: str) -> None:
-        self.store = store
-        self._client = None
-
-    def alias_version(self, name: str, alias: str) -> str | None:
-        """The version ``name@alias`` points at; None when the store has no such model or alias."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            if self._client is None:
-                from mlflow import MlflowClient
-
-                self._client = MlflowClient(tracking_uri=self.store, registry_uri=self.store)
-            aliases = self._client.get_registered_model(name).aliases
-        except MlflowException as error:
-            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
-                return None
-            raise RegistryUnavailable(f"{self.store}: {str(error).splitlines()[0]}") from None
-        except Exception as error:  # a broken database file, a network error below MLflow's own
-            raise RegistryUnavailable(f"{self.store}: {type(error).__name__}: {str(error).splitlines()[0]}") from None
-        version = aliases.get(alias)
-        return None if version is None else str(version)
 
 
 def folder_key(folder: Path) -> tuple:
@@ -129,12 +87,12 @@ def choose_model(requested: str | None, registry: Registry | None, best: Path | 
     if registry is None:
         return ModelChoice(str(best), paths.relative(best), "no tracking store (MLFLOW_TRACKING_URI is unset and "
                            f"there is no {paths.MLFLOW_DB}), so the selected model folder.", folder_key(best))
-    version = registry.alias_version(REGISTERED_MODEL, CHAMPION_ALIAS)
+    version = registry.alias_version(REGISTERED_MODEL, CHAMPION)
     if version is None:
-        return ModelChoice(str(best), paths.relative(best), f"the tracking store {registry.store} has no "
-                           f"{REGISTERED_MODEL}@{CHAMPION_ALIAS}, so the selected model folder.", folder_key(best))
-    return ModelChoice(f"models:/{REGISTERED_MODEL}/{version}", f"models:/{REGISTERED_MODEL}@{CHAMPION_ALIAS}",
-                       f"the tracking store {registry.store} has {REGISTERED_MODEL}@{CHAMPION_ALIAS} "
+        return ModelChoice(str(best), paths.relative(best), f"the tracking store {registry.shown} has no "
+                           f"{REGISTERED_MODEL}@{CHAMPION}, so the selected model folder.", folder_key(best))
+    return ModelChoice(f"models:/{REGISTERED_MODEL}/{version}", f"models:/{REGISTERED_MODEL}@{CHAMPION}",
+                       f"the tracking store {registry.shown} has {REGISTERED_MODEL}@{CHAMPION} "
                        f"(version {version}).", ("registry", registry.store, REGISTERED_MODEL, version))
 
 
@@ -147,7 +105,7 @@ def _choose_requested(requested: str, registry: Registry | None) -> ModelChoice:
                             f"pipeline's mirror stage so that {paths.MLFLOW_DB} exists.")
         version = registry.alias_version(name, alias)
         if version is None:
-            raise UserError(f"SERVE_MODEL={requested}: the tracking store {registry.store} has no model {name} "
+            raise UserError(f"SERVE_MODEL={requested}: the tracking store {registry.shown} has no model {name} "
                             f"with the alias {alias}.")
         return ModelChoice(f"models:/{name}/{version}", requested, f"SERVE_MODEL names it (version {version}).",
                            ("registry", registry.store, name, version))
@@ -167,7 +125,7 @@ class ServedModel:
     """
 
     def __init__(self, requested: str | None, predictor: Predictor | None = None,
-                 load: Callable[[str], Predictor] = load_predictor, registry: Registry | None | object = FROM_STORE,
+                 load: Callable[[str], Predictor] = load_model_source, registry: Registry | None | object = FROM_STORE,
                  best: Path | None = None, last_good: LastGood | None = None) -> None:
         """``requested``: SERVE_MODEL (empty: the default). ``predictor``: serve this one, never reload.
         ``load``, ``registry`` and ``best`` replace the loader, the tracking store's registry and
@@ -186,7 +144,7 @@ class ServedModel:
             self.state = State(Served(choice, predictor), None)
             return
         if registry is FROM_STORE:
-            store = tracking_store()
+            store = existing_store()
             registry = Registry(store) if store else None
         self.registry = registry
         self.state = State(None, None)
@@ -287,7 +245,7 @@ class ServedModel:
             predictor = self._loaded(choice)
         except Exception as error:  # a half-copied folder, a deleted version: keep answering with the old one
             self._failed_key = choice.key
-            self.state = State(self.current, load_failure(choice, error))
+            self.state = State(self.current, load_failure(choice.shown, error))
             return False
         self._failed_key = None
         self.state = State(Served(choice, predictor), None)
@@ -296,27 +254,15 @@ class ServedModel:
     def _loaded(self, choice: ModelChoice) -> Predictor:
         folder = model_folder(choice)
         if folder is None or not all((folder / name).is_file() for name in (WEIGHTS_FILE, SIDECAR_FILE)):
-            predictor = self._load(choice.load)  # an MLflow model, or a folder that says what it lacks
-            return _shown_as(predictor, choice)
-        staged = None
-        if self.last_good is not None:
-            try:
-                staged = self.last_good.stage(folder)
-            except FileNotFoundError:
-                raise UserError(f"{choice.shown}: {WEIGHTS_FILE} or {SIDECAR_FILE} disappeared while being "
-                                f"read.") from None
-            except OSError as error:  # no room for the copy: serve the model anyway, without a fallback copy
-                log.warning("could not keep a copy of %s in %s: %s", choice.shown, self.last_good.folder, error)
-        try:
-            predictor = _shown_as(_load_folder(self._load, staged or folder, choice.shown), choice)
-            if staged is not None:
-                identity = predictor.identity.to_dict()
-                self.last_good.publish(staged, {"choice": dataclasses.asdict(choice), "identity": identity})
-                staged = None
-            return predictor
-        finally:
-            if staged is not None:
-                shutil.rmtree(staged, ignore_errors=True)
+            return _shown_as(self._load(choice.load), choice)  # an MLflow model, or a folder that says what it lacks
+
+        def load(copy: Path) -> Predictor:
+            return _shown_as(load_folder(self._load, copy, choice.shown), choice)
+
+        if self.last_good is None:
+            return load(folder)
+        return self.last_good.load_copy(folder, choice.shown, load, lambda predictor: {
+            "choice": dataclasses.asdict(choice), "identity": predictor.identity.to_dict()})
 
     def _from_last_good(self) -> Served | None:
         """The last model that loaded in this service (any worker), loaded from the service's copy; else None."""
@@ -329,7 +275,7 @@ class ServedModel:
             predictor = self._load(str(folder))
             identity = ModelIdentity(**record["identity"])
         except Exception as error:  # a copy removed meanwhile, or a record from another version of this code
-            log.warning("could not load the last good model from %s: %s", folder, _first_line(error))
+            log.warning("could not load the last good model from %s: %s", folder, first_line(error))
             return None
         return Served(choice, Predictor(predictor.model, predictor.spec, identity, predictor.device))
 
@@ -347,39 +293,9 @@ def model_folder(choice: ModelChoice) -> Path | None:
     return Path(choice.load) if choice.key[0] == "folder" else None
 
 
-def load_failure(choice: ModelChoice, error: Exception) -> str:
-    """One sentence: which model (file) did not load, and the loader's first line of why."""
-    if isinstance(error, UserError):
-        return str(error)
-    return f"{choice.shown} could not be loaded: {_first_line(error)}."
-
-
-def _load_folder(load: Callable[[str], Predictor], folder: Path, shown: str) -> Predictor:
-    """Load a model folder, naming the file at fault: the sidecar is checked first, then the weights."""
-    try:
-        ModelSpec.from_dict(json.loads((folder / SIDECAR_FILE).read_text()))
-    except Exception as error:
-        raise UserError(f"{shown}/{SIDECAR_FILE} is not a readable model sidecar: {_first_line(error)}.") from None
-    try:
-        return load(str(folder))
-    except UserError:
-        raise
-    except Exception as error:
-        raise UserError(f"{shown}/{WEIGHTS_FILE} could not be loaded: {_first_line(error)}.") from None
-
-
 def _shown_as(predictor: Predictor, choice: ModelChoice) -> Predictor:
     return Predictor(predictor.model, predictor.spec, dataclasses.replace(predictor.identity, source=choice.shown),
                      predictor.device)
-
-
-def _first_line(error: BaseException) -> str:
-    """The error's first sentence (torch's explain at length, and suggest weights_only=False: not that)."""
-    text = str(error).strip()
-    if not text:
-        return type(error).__name__
-    first = text.splitlines()[0].split(". ")[0].rstrip(".")
-    return first if len(first) <= 300 else first[:297] + "..."
 
 
 def _as_tuple(value: Any) -> Any:

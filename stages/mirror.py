@@ -6,7 +6,8 @@ in: params.yaml, metrics/, plots/, models/best/ (and dvc.lock as an artifact)
 out: one MLflow run per pipeline state (``MLFLOW_TRACKING_URI``, else sqlite:///mlflow.db at
      the real repository root), and the receipt .mlflow-receipt.json (gitignored): the state's
      id, so that DVC runs this stage on a fresh clone and skips it when nothing changed
-params: all of params.yaml (each key becomes an MLflow param)
+params: all of params.yaml but promote.* (each key becomes an MLflow param; the gate's settings are no
+        part of a model's state)
 
     python -m stages.mirror                     # the workspace (what `dvc repro` runs)
     python -m stages.mirror --rev v1 --rev exp-a  # backfill git revisions / DVC experiments
@@ -23,8 +24,8 @@ from lifecycle.core.errors import run_stage
 from lifecycle.core.io import write_json_atomic
 from tracking import mirror
 from tracking.provenance import experiment_refs, real_root
-from tracking.sink import display_uri
 from tracking.snapshot import pipeline_state
+from tracking.store import display_uri
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -10,7 +10,7 @@ out: data/predictions/predictions.csv (path, prediction, label, probability_<cla
      plots/predict/class_counts.csv (images predicted per class)
 params: predict.*
 
-Outside DVC: ``python -m stages.predict [--input DIR] [--model PATH|URI] [--output DIR] [FILE ...]``
+Outside DVC: ``python -m stages.predict [--input DIR] [--model DIR] [--output DIR] [FILE ...]``
 classifies another folder, model or only the given files (relative to the folder; ``..``
 and absolute paths are refused). Such a run needs --output: the CSVs go there and metrics and
 plots are not written, so the pipeline's outputs (pinned by dvc.lock) stay as DVC wrote them.
@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m stages.predict", description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="*", help="only these files, relative to the input folder")
     parser.add_argument("--input", help="folder to classify (default: params predict.input)")
-    parser.add_argument("--model", help="model folder or MLflow URI (default: models/best)")
+    parser.add_argument("--model", help="model folder (default: models/best)")
     parser.add_argument("--output", type=Path, help="folder for predictions.csv and skipped.csv "
                         "(default: data/predictions, plus metrics/predict.json)")
     return parser.parse_args(argv)

@@ -69,8 +69,7 @@ def main() -> None:
             spec = pretext_spec(architecture, image_size)
             model = stage.seeded(lambda: build_model(spec), seed)
             check_image_size(model, architecture, image_size)
-            if stage.log is not None:
-                stage.log.start(f"{architecture}/")
+            stage.log_under(f"{architecture}/")
             stage.fit_and_save(
                 model,
                 Samples.from_images(train["images"], train["labels"]),
@@ -86,7 +85,7 @@ def main() -> None:
                                  "augment": augment.training_keys() if params.augment else None}},
             )
             summary[architecture] = {"weights": "pretext", **stage.summary}
-        stage.summary = summary
+        stage.report(summary)
 
 
 if __name__ == "__main__":

@@ -8,70 +8,37 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import re
 import sys
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_FOLDERS = ("lifecycle/core",)  # listed whole by every stage, though none imports all of it
 CODE = ("lifecycle", "stages", "serving", "tracking", "scripts")  # the project's own Python
 _ENTRY = re.compile(r"(?:^|\s)python3?\s+(?:-m\s+(?P<module>[\w.]+)|(?P<script>[\w./-]+\.py))")
-_VARIABLE = re.compile(r"\$\{\s*([\w.@-]+)\s*\}")
 
 
 @dataclasses.dataclass
 class Stage:
     name: str                      # as dvc shows it: evaluate@train for a foreach item
     cmd: str
-    deps: list[str]
+    deps: list[str]                # as written in dvc.yaml, ``${...}`` resolved; params files left out
     outs: list[str]                # outs, metrics and plots: everything the stage declares it writes
-    params: list[Any]
 
 
-def lookup(document: dict, dotted: str) -> Any:
-    value: Any = document
-    for part in dotted.split("."):
-        value = value[part]
-    return value
+@functools.cache
+def stages(root: Path = ROOT) -> tuple[Stage, ...]:
+    """Every stage of dvc.yaml as DVC itself reads it (foreach expanded, ``${...}`` resolved from params.yaml).
+    Read once per folder (DVC builds its index in a second or two): write dvc.yaml before the first call."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
 
-
-def interpolate(value: Any, context: dict) -> Any:
-    if isinstance(value, str):
-        exact = _VARIABLE.fullmatch(value)
-        if exact:
-            return lookup(context, exact.group(1))
-        return _VARIABLE.sub(lambda m: str(lookup(context, m.group(1))), value)
-    if isinstance(value, list):
-        return [interpolate(v, context) for v in value]
-    if isinstance(value, dict):
-        return {interpolate(k, context): interpolate(v, context) for k, v in value.items()}
-    return value
-
-
-def _paths(entries: list[Any] | None) -> list[str]:
-    return [str(e if isinstance(e, str) else next(iter(e))) for e in entries or []]
-
-
-def stages(root: Path = ROOT) -> list[Stage]:
-    """Every stage of dvc.yaml, foreach expanded and ``${...}`` resolved from params.yaml."""
-    pipeline = yaml.safe_load((root / "dvc.yaml").read_text())
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    found = []
-    for name, definition in pipeline["stages"].items():
-        if "foreach" in definition:
-            items = definition["foreach"]
-            pairs = items.items() if isinstance(items, dict) else ((item, item) for item in items)
-            expanded = [(f"{name}@{key}", interpolate(definition["do"], {**params, "item": item, "key": key}))
-                        for key, item in pairs]
-        else:
-            expanded = [(name, interpolate(definition, params))]
-        for stage_name, body in expanded:
-            outs = _paths(body.get("outs")) + _paths(body.get("metrics")) + _paths(body.get("plots"))
-            found.append(Stage(stage_name, body["cmd"], _paths(body.get("deps")), outs, body.get("params") or []))
-    return found
+    with Repo(str(root), uninitialized=True) as repo:
+        return tuple(Stage(stage.name, stage.cmd,
+                           [dep.def_path for dep in stage.deps if not isinstance(dep, ParamsDependency)],
+                           [out.def_path for out in stage.outs])
+                     for stage in repo.index.stages if Path(stage.path) == Path(repo.root_dir) / "dvc.yaml")
 
 
 def module_file(name: str, root: Path = ROOT) -> Path | None:

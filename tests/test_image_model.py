@@ -18,7 +18,8 @@ from PIL import Image
 
 from lifecycle.inference import load_predictor
 from serving import create_app
-from tracking import flavours, image_model, mirror, pyfunc, sink
+from tracking import flavours, image_model, mirror
+from tracking.store import EXPERIMENT, global_store
 
 from .conftest import ROOT, env_with_venv
 from .test_tracking import (  # noqa: F401  (fixtures)
@@ -69,11 +70,11 @@ def logged_image_model(store: Path) -> tuple[str, str]:
     """(run id, models:/<model id>) of the image model the mirror logged into ``store``."""
     client = client_for(f"sqlite:///{store}")
     [run] = runs_of(client)
-    experiment = client.get_experiment_by_name(sink.EXPERIMENT).experiment_id
+    experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
     models = {m.name: m for m in client.search_logged_models([experiment])}
-    assert set(models) == {flavours.MODEL_NAME, pyfunc.IMAGE_MODEL_NAME}
-    assert models[pyfunc.IMAGE_MODEL_NAME].source_run_id == run.info.run_id
-    return run.info.run_id, f"models:/{models[pyfunc.IMAGE_MODEL_NAME].model_id}"
+    assert set(models) == {flavours.MODEL_NAME, flavours.IMAGE_MODEL_NAME}
+    assert models[flavours.IMAGE_MODEL_NAME].source_run_id == run.info.run_id
+    return run.info.run_id, f"models:/{models[flavours.IMAGE_MODEL_NAME].model_id}"
 
 
 def test_the_logged_image_model_answers_like_the_service_for_the_same_bytes(workspace: Path, tmp_path: Path):
@@ -83,8 +84,8 @@ def test_the_logged_image_model_answers_like_the_service_for_the_same_bytes(work
     assert report.kept == [], report.warning()
     uri = f"sqlite:///{workspace}/mlflow.db"
     run_id, model_uri = logged_image_model(workspace / "mlflow.db")
-    with sink.global_store(uri):
-        local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{pyfunc.IMAGE_MODEL_NAME}",
+    with global_store(uri):
+        local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{flavours.IMAGE_MODEL_NAME}",
                                                          dst_path=str(tmp_path / "download")))
         model = mlflow.pyfunc.load_model(model_uri)
 
@@ -118,9 +119,9 @@ def test_mirroring_the_same_state_again_logs_the_image_model_once(workspace: Pat
     mirror.mirror_workspace(workspace, environ={})
     mirror.mirror_workspace(workspace, environ={"DVC_EXP_NAME": "again"})
     client = client_for(f"sqlite:///{workspace}/mlflow.db")
-    experiment = client.get_experiment_by_name(sink.EXPERIMENT).experiment_id
+    experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
     names = sorted(m.name for m in client.search_logged_models([experiment]))
-    assert names == sorted([flavours.MODEL_NAME, pyfunc.IMAGE_MODEL_NAME])
+    assert names == sorted([flavours.MODEL_NAME, flavours.IMAGE_MODEL_NAME])
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ from lifecycle.training.runtime import seed_everything
 from tracking import gate, mirror, registry, snapshot
 from tracking.promote import promote
 from tracking.rollback import rollback
-from tracking.sink import ALIAS, REGISTERED_MODEL
+from tracking.store import CANDIDATE, REGISTERED_MODEL
 
 from .conftest import ROOT, env_with_venv
 from .test_tracking import (  # noqa: F401 (empty_store and mlflow_server are fixtures)
@@ -91,7 +91,7 @@ def mirror_model(root: Path, model: torch.nn.Module, name: str, model_spec: Mode
     report = mirror.mirror_workspace(root, environ={})
     assert report.kept == [], report.warning()
     client = client_for(f"sqlite:///{root}/mlflow.db")
-    return int(client.get_model_version_by_alias(REGISTERED_MODEL, ALIAS).version)
+    return int(client.get_model_version_by_alias(REGISTERED_MODEL, CANDIDATE).version)
 
 
 @pytest.fixture
@@ -210,23 +210,23 @@ def test_promote_refuse_and_roll_back_in_the_default_store(store: Path):
     client = client_for(uri)
 
     cat_only = mirror_model(store, one_class_model(0), "cat-only")
-    first = promote(registry.Registry(uri), PARAMS, split)
+    first = promote(registry.Registry.open(uri), PARAMS, split)
     assert first.decision == gate.FIRST_CHAMPION and first.candidate_score == 0.75
-    assert promote(registry.Registry(uri), PARAMS, split) is None            # the candidate already is the champion
+    assert promote(registry.Registry.open(uri), PARAMS, split) is None            # the candidate already is the champion
 
     detector = mirror_model(store, brightness_model(), "detector")
-    dry = promote(registry.Registry(uri), PARAMS, split, dry_run=True)
+    dry = promote(registry.Registry.open(uri), PARAMS, split, dry_run=True)
     assert dry.decision == gate.PROMOTED
-    assert registry.Registry(uri).version_of(registry.CHAMPION) == cat_only  # a dry run moves nothing
-    better = promote(registry.Registry(uri), PARAMS, split)
+    assert registry.Registry.open(uri).version_of(registry.CHAMPION) == cat_only  # a dry run moves nothing
+    better = promote(registry.Registry.open(uri), PARAMS, split)
     assert (better.decision, better.candidate_score, better.champion_score) == (gate.PROMOTED, 1.0, 0.75)
-    assert registry.Registry(uri).version_of(registry.CHAMPION) == detector
+    assert registry.Registry.open(uri).version_of(registry.CHAMPION) == detector
 
     collapsed = mirror_model(store, one_class_model(1), "dog-only")          # what lr=0.01 does to the seed CNN
-    worse = promote(registry.Registry(uri), PARAMS, split)
+    worse = promote(registry.Registry.open(uri), PARAMS, split)
     assert (worse.decision, worse.candidate_score, worse.champion_score) == (gate.REFUSED, 0.25, 1.0)
-    assert registry.Registry(uri).version_of(registry.CHAMPION) == detector
-    assert registry.Registry(uri).version_of(ALIAS) == collapsed             # candidate still means the latest run
+    assert registry.Registry.open(uri).version_of(registry.CHAMPION) == detector
+    assert registry.Registry.open(uri).version_of(CANDIDATE) == collapsed             # candidate still means the latest run
     for version in (collapsed, detector):                                    # the decision on both versions
         tags = client.get_model_version(REGISTERED_MODEL, str(version)).tags
         assert tags["promotion.decision"] == "refused"
@@ -235,16 +235,16 @@ def test_promote_refuse_and_roll_back_in_the_default_store(store: Path):
         assert (tags["promotion.test"], tags["promotion.discordant"], tags["promotion.alpha"]) == ("mcnemar_exact", "30", "0.05")
         assert float(tags["promotion.p_value"]) == 1.0 and float(tags["promotion.difference_high"]) < 0
         assert (tags["promotion.candidate_version"], tags["promotion.champion_after"]) == (str(collapsed), str(detector))
-    assert registry.Registry(uri).history() == [cat_only, detector]
+    assert registry.Registry.open(uri).history() == [cat_only, detector]
 
-    back = rollback(registry.Registry(uri), PARAMS, split)
+    back = rollback(registry.Registry.open(uri), PARAMS, split)
     assert (back.decision, back.champion_version, back.champion_after) == (gate.ROLLED_BACK, detector, cat_only)
     assert (back.champion_score, back.candidate_score) == (1.0, 0.75)
-    assert registry.Registry(uri).version_of(registry.CHAMPION) == cat_only
-    assert registry.Registry(uri).history() == [cat_only]
+    assert registry.Registry.open(uri).version_of(registry.CHAMPION) == cat_only
+    assert registry.Registry.open(uri).history() == [cat_only]
     assert client.get_model_version(REGISTERED_MODEL, str(detector)).tags["rollback.champion_after"] == str(cat_only)
     with pytest.raises(UserError, match=rf"^champion v{cat_only} has no earlier champion to roll back to"):
-        rollback(registry.Registry(uri), PARAMS, None)
+        rollback(registry.Registry.open(uri), PARAMS, None)
 
 
 def test_an_alias_set_by_hand_stays_reachable_by_a_rollback(store: Path):
@@ -253,23 +253,23 @@ def test_an_alias_set_by_hand_stays_reachable_by_a_rollback(store: Path):
     by_hand = mirror_model(store, one_class_model(0), "cat-only")
     client_for(uri).set_registered_model_alias(REGISTERED_MODEL, registry.CHAMPION, str(by_hand))
     detector = mirror_model(store, brightness_model(), "detector")
-    assert promote(registry.Registry(uri), PARAMS, split).decision == gate.PROMOTED
-    assert registry.Registry(uri).history() == [by_hand, detector]
-    assert rollback(registry.Registry(uri), PARAMS, None).champion_after == by_hand
+    assert promote(registry.Registry.open(uri), PARAMS, split).decision == gate.PROMOTED
+    assert registry.Registry.open(uri).history() == [by_hand, detector]
+    assert rollback(registry.Registry.open(uri), PARAMS, None).champion_after == by_hand
 
 
 def test_a_registry_without_the_model_or_the_candidate_is_one_sentence(store: Path, tmp_path: Path):
     with pytest.raises(UserError) as missing:
-        registry.Registry(f"sqlite:///{tmp_path}/nowhere/mlflow.db")
+        registry.Registry.open(f"sqlite:///{tmp_path}/nowhere/mlflow.db")
     assert str(missing.value).startswith(f"there is no MLflow registry at sqlite:///{tmp_path}/nowhere/mlflow.db (")
     uri = f"sqlite:///{store}/mlflow.db"
     with pytest.raises(UserError, match=f"has no model '{REGISTERED_MODEL}'; run the pipeline"):
-        registry.Registry(uri)
+        registry.Registry.open(uri)
     client_for(uri).create_registered_model(REGISTERED_MODEL)
-    with pytest.raises(UserError, match=f"has no version with the alias '{ALIAS}'; run the pipeline"):
-        promote(registry.Registry(uri), PARAMS, brightness_split())
+    with pytest.raises(UserError, match=f"has no version with the alias '{CANDIDATE}'; run the pipeline"):
+        promote(registry.Registry.open(uri), PARAMS, brightness_split())
     with pytest.raises(UserError, match="has no 'champion' to roll back; promote one first"):
-        rollback(registry.Registry(uri), PARAMS, None)
+        rollback(registry.Registry.open(uri), PARAMS, None)
 
 
 def run_command(repo_root: Path, module: str, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -318,21 +318,21 @@ def test_trained_models_a_better_one_is_promoted_and_another_seed_is_refused(sto
     params = PromoteParams(metric="accuracy", margin=0.0, alpha=0.05)  # no margin: the paired test alone decides
 
     one_epoch = mirror_model(store, trained_model(1, 1, train, val), "one epoch", TRAINED)
-    assert promote(registry.Registry(uri), params, split).decision == gate.FIRST_CHAMPION
+    assert promote(registry.Registry.open(uri), params, split).decision == gate.FIRST_CHAMPION
     full = mirror_model(store, trained_model(1, 15, train, val), "fifteen epochs", TRAINED)
-    better = promote(registry.Registry(uri), params, split)
+    better = promote(registry.Registry.open(uri), params, split)
     assert better.decision == gate.PROMOTED, better.sentence()
     assert better.candidate_score - better.champion_score > 0.05 and better.paired.p_value < 1e-6
     assert 0 < better.paired.difference_low < better.paired.difference < better.paired.difference_high
-    assert registry.Registry(uri).version_of(registry.CHAMPION) == full != one_epoch
+    assert registry.Registry.open(uri).version_of(registry.CHAMPION) == full != one_epoch
 
     mirror_model(store, trained_model(2, 15, train, val), "fifteen epochs, another seed", TRAINED)
-    reseeded = promote(registry.Registry(uri), params, split)
+    reseeded = promote(registry.Registry.open(uri), params, split)
     print(better.sentence(), reseeded.sentence(), sep="\n")
     assert reseeded.decision == gate.REFUSED, reseeded.sentence()
     assert reseeded.paired.p_value >= 0.05 and reseeded.paired.difference_low <= 0 <= reseeded.paired.difference_high
     assert abs(reseeded.candidate_score - reseeded.champion_score) < 0.02
-    assert registry.Registry(uri).version_of(registry.CHAMPION) == full
+    assert registry.Registry.open(uri).version_of(registry.CHAMPION) == full
 
 
 # ----------------------------------------------------------------------------- real server, real pipeline

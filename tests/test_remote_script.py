@@ -50,8 +50,15 @@ def test_each_verb_runs_the_plain_dvc_command_with_its_run_cache(argv, command):
 def test_an_unknown_verb_or_a_bare_remote_flag_is_one_sentence():
     with pytest.raises(UserError, match="unknown command 'fetch'"):
         remote.parse(["fetch"])
-    with pytest.raises(UserError, match="-r needs the name of a DVC remote"):
+    with pytest.raises(UserError, match="-r/--remote needs the name of a DVC remote"):
         remote.parse(["push", "-r"])
+    with pytest.raises(UserError, match="-r/--remote needs the name of a DVC remote"):
+        remote.parse(["pull", "data/raw", "--remote"])
+
+
+def test_the_remote_flag_is_found_in_any_of_its_spellings_and_everything_passes_through():
+    for argv in (["push", "-r", "nfs", "-j", "4"], ["push", "--remote=nfs"], ["push", "-rnfs", "models/best"]):
+        assert remote.parse(argv) == (("push",), "nfs", argv[1:])
 
 
 def test_no_remote_configured_says_how_to_add_one(repository: Path):
@@ -120,3 +127,18 @@ def test_the_run_cache_outputs_to_push_are_every_object_its_entries_name_that_th
         {"path": "metrics/other.json", "hash": "md5", "md5": "ee" + "5" * 30},            # not held here
     ]}))
     assert remote.run_outputs(objects, runs) == {"aa" + "1" * 30, "cc" + "3" * 26 + ".dir", "bb" + "2" * 30}
+
+
+def test_a_stage_run_leaves_its_run_cache_entry_where_the_script_looks(repository: Path):
+    """The one use of DVC's internals (cache_folders, checked against DVC 3.67.1): fails when they move."""
+    from dvc.repo import Repo
+
+    env = env_with_venv()
+    (repository / "input.txt").write_text("input\n")  # a stage without deps always runs: DVC caches no run of it
+    subprocess.run([sys.executable, "-m", "dvc", "stage", "add", "-q", "-n", "make", "-d", "input.txt", "-o",
+                    "made.txt", "cp input.txt made.txt"], cwd=repository, check=True, env=env)
+    subprocess.run([sys.executable, "-m", "dvc", "repro", "-q"], cwd=repository, check=True, env=env)
+    made = yaml.safe_load((repository / "dvc.lock").read_text())["stages"]["make"]["outs"][0]["md5"]
+    with Repo(str(repository)) as repo:
+        objects, runs = remote.cache_folders(repo)
+    assert remote.run_outputs(objects, runs) == {made}

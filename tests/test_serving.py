@@ -657,7 +657,7 @@ def test_an_mlflow_model_without_the_sidecar_is_a_user_error(mlflow_store, tmp_p
 
 @pytest.mark.slow
 def test_the_registry_answers_alias_lookups_and_reports_an_unreadable_store(mlflow_store, tmp_path):
-    from serving.model_source import Registry, RegistryUnavailable
+    from tracking.registry import Registry, RegistryUnavailable
 
     registry = Registry(mlflow_store["uri"])
     assert registry.alias_version("cats-vs-dogs", "champion") == mlflow_store["version"]

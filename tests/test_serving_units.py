@@ -14,20 +14,22 @@ import torch
 from torch import nn
 
 from lifecycle.core.errors import UserError
-from lifecycle.inference import Predictor, load_predictor, place_exported, require_device, tensor_devices
+from lifecycle.inference import Predictor, load_predictor, require_device, tensor_devices
 from serving.app import readiness
 from serving.last_good import LastGood
-from serving.model_source import RegistryUnavailable, ServedModel, State, choose_model, folder_key
+from serving.model_source import ServedModel, State, choose_model, folder_key
 from tests.test_serving import make_model
+from tracking.mlflow_model import place_exported
+from tracking.registry import RegistryUnavailable
 
 
 # --- which model: SERVE_MODEL, else the champion alias, else models/best --------------------------
 
 class FakeRegistry:
-    """The alias lookups of serving.model_source.Registry, answered from a dict (or failing on demand)."""
+    """The alias lookups of tracking.registry.Registry, answered from a dict (or failing on demand)."""
 
     def __init__(self, aliases: dict[str, str] | None = None) -> None:
-        self.store = "sqlite:///fake.db"
+        self.store = self.shown = "sqlite:///fake.db"
         self.aliases = aliases or {}
         self.down = False
 

@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from lifecycle.models import ModelSpec, SeedCNN, load_model, save_model, to_model_input
-from tracking import flavours, mirror, provenance, sink, snapshot, spool
+from tracking import flavours, mirror, provenance, snapshot, spool, store
 
 from .conftest import ROOT, env_with_venv
 
@@ -73,15 +73,16 @@ def expected_metrics(root: Path) -> tuple[dict[str, float], dict[str, list[tuple
     return scalars, curves
 
 
-def runs_of(client, experiment=sink.EXPERIMENT):
+def runs_of(client, experiment=store.EXPERIMENT):
     found = client.get_experiment_by_name(experiment)
     return client.search_runs([found.experiment_id]) if found else []
 
 
 def assert_run_matches_files(client, run_id: str, root: Path, tmp_path: Path) -> None:
-    """The run holds exactly what params.yaml, metrics/, plots/ and models/best say."""
+    """The run holds exactly what params.yaml (but the gate's promote.*), metrics/, plots/ and models/best say."""
     run = client.get_run(run_id)
-    assert run.data.params == expected_params(yaml.safe_load((root / "params.yaml").read_text()))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    assert run.data.params == expected_params({key: value for key, value in params.items() if key != "promote"})
 
     scalars, curves = expected_metrics(root)
     assert set(run.data.metrics) == set(scalars) | set(curves)
@@ -110,12 +111,12 @@ def assert_run_matches_files(client, run_id: str, root: Path, tmp_path: Path) ->
 def assert_registered_model(client, run_id: str, folder: Path, tmp_path: Path) -> None:
     import mlflow
 
-    versions = client.search_model_versions(f"name = '{sink.REGISTERED_MODEL}' and run_id = '{run_id}'")
+    versions = client.search_model_versions(f"name = '{store.REGISTERED_MODEL}' and run_id = '{run_id}'")
     assert len(versions) == 1
-    model_uri = f"models:/{sink.REGISTERED_MODEL}/{versions[0].version}"
+    model_uri = f"models:/{store.REGISTERED_MODEL}/{versions[0].version}"
     destination = tmp_path / f"model-{run_id}-{time.monotonic_ns()}"
     destination.mkdir()
-    with sink.global_store(client.tracking_uri):
+    with store.global_store(client.tracking_uri):
         local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(destination)))
     spec = json.loads((folder / "model.json").read_text())
     assert (local / "extra_files" / "model.json").read_bytes() == (folder / "model.json").read_bytes()
@@ -284,15 +285,95 @@ def test_real_root_of_a_dvc_temporary_copy(tmp_path: Path):
     other = tmp_path / "other"
     (other / ".dvc").mkdir(parents=True)
     assert provenance.real_root(repo, environ={"DVC_ROOT": str(other)}) == repo  # a stray DVC_ROOT is ignored
-    assert sink.tracking_uri(copy, environ={}) == f"sqlite:///{repo}/mlflow.db"
+    assert store.tracking_uri(copy, environ={}) == f"sqlite:///{repo}/mlflow.db"
     assert spool.spool_dir(copy, environ={}) == repo / ".mlflow-spool"
-    assert sink.tracking_uri(copy, environ={"MLFLOW_TRACKING_URI": "http://team:5000"}) == "http://team:5000"
-    assert sink.local_artifact_location(f"sqlite:///{repo}/mlflow.db") == (repo / "mlartifacts").as_uri()
+    assert store.tracking_uri(copy, environ={"MLFLOW_TRACKING_URI": "http://team:5000"}) == "http://team:5000"
+    assert store.local_artifact_location(f"sqlite:///{repo}/mlflow.db") == (repo / "mlartifacts").as_uri()
+
+
+def test_mirror_gate_and_service_mean_one_store_also_from_an_experiments_temporary_copy(tmp_path: Path):
+    """A queued experiment mirrors from <repo>/.dvc/tmp/exps/...; the gate and the server, run in
+    <repo>, read what it wrote: every one of them resolves the store through tracking.store."""
+    from tracking.registry import Registry
+
+    repo = tmp_path / "repo"
+    copy = repo / ".dvc" / "tmp" / "exps" / "run" / "tmpxy"
+    (copy / ".dvc").mkdir(parents=True)
+    default = f"sqlite:///{repo}/mlflow.db"
+    assert store.tracking_uri(copy, environ={}) == store.tracking_uri(repo, environ={}) == default
+    assert store.existing_store(repo, environ={}) is None  # the service: no store until the mirror made one
+    (repo / "mlflow.db").touch()
+    assert store.existing_store(copy, environ={}) == store.existing_store(repo, environ={}) == default
+    team = {"MLFLOW_TRACKING_URI": "http://team:5000"}
+    assert store.tracking_uri(copy, environ=team) == store.existing_store(repo, environ=team) == "http://team:5000"
+    chosen = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/new.db"}  # named by the user: a store, even before it exists
+    assert store.existing_store(repo, environ=chosen) == chosen["MLFLOW_TRACKING_URI"]
+    assert Registry().store == store.tracking_uri()  # the gate's default is the same function's answer
+
+
+def test_experiments_are_listed_by_dvc_with_their_names_and_baselines(tmp_path: Path):
+    """provenance.experiment_refs asks DVC (Repo.experiments.ls), not git's refs/exps/ layout."""
+    from .conftest import RepoCopy
+
+    repo = RepoCopy(tmp_path / "repo")
+    repo.path.mkdir()
+    for line in (["git", "init", "-q", "-b", "main"], ["git", "config", "user.email", "t@example.com"],
+                 ["git", "config", "user.name", "t"]):
+        repo.run(*line)
+    repo.dvc("init", "-q")
+    (repo.path / "params.yaml").write_text("lr: 0.1\n")
+    repo.commit("baseline")
+    baseline = repo.run("git", "rev-parse", "HEAD").stdout.strip()
+    (repo.path / "params.yaml").write_text("lr: 0.2\n")
+    repo.dvc("exp", "save", "-q", "-n", "saved-exp")
+    [(commit, found)] = provenance.experiment_refs(repo.path).items()
+    assert found == ("saved-exp", baseline) and commit != baseline
+    assert provenance.revision_tags(repo.path, "saved-exp")[0] == commit
+
+
+def test_a_mirror_waits_for_the_spools_lock_and_gives_up_after_its_wait(tmp_path: Path):
+    """Held by another process (an older mirror's plain flock included), the lock is refused until released."""
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+                               str(folder / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with spool.spool_lock(folder, 0.5) as locked:
+            assert not locked
+        assert time.monotonic() - started >= 0.5
+    finally:
+        holder.kill()
+        holder.wait()
+    with spool.spool_lock(folder, 5) as locked:
+        assert locked
+
+
+def test_global_store_points_mlflow_at_a_store_for_a_while_and_restores_what_was_there(monkeypatch):
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    mlflow.set_tracking_uri(None)
+    with store.global_store("sqlite:///elsewhere.db"):
+        assert mlflow.get_tracking_uri() == mlflow.get_registry_uri() == "sqlite:///elsewhere.db"
+        assert os.environ["MLFLOW_TRACKING_URI"] == os.environ["MLFLOW_REGISTRY_URI"] == "sqlite:///elsewhere.db"
+    assert not mlflow.tracking.is_tracking_uri_set()
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
+    mlflow.set_tracking_uri("sqlite:///mine.db")  # a caller's own choice survives too
+    try:
+        with store.global_store("sqlite:///elsewhere.db"):
+            pass
+        assert mlflow.get_tracking_uri() == os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///mine.db"
+    finally:
+        mlflow.set_tracking_uri(None)
 
 
 def test_real_root_of_this_repository_is_its_folder():
     assert provenance.real_root(environ={}) == ROOT
-    assert sink.tracking_uri(environ={}) == f"sqlite:///{ROOT}/mlflow.db"
+    assert store.tracking_uri(environ={}) == f"sqlite:///{ROOT}/mlflow.db"
 
 
 def test_names_of_params_and_metrics():
@@ -354,7 +435,7 @@ def test_mirror_into_the_default_sqlite_store_holds_what_the_files_say(workspace
     assert tags[provenance.TAG_STATE] == snapshot.pipeline_state(workspace)
     assert json.loads(tags["numerics.train"]) == fingerprint
     assert run.info.run_name == f"main@{head[:7]}"
-    version = client.get_model_version_by_alias(sink.REGISTERED_MODEL, sink.ALIAS)
+    version = client.get_model_version_by_alias(store.REGISTERED_MODEL, store.CANDIDATE)
     assert version.run_id == run.info.run_id
 
 
@@ -377,9 +458,9 @@ def test_the_same_state_mirrored_again_updates_its_run_and_keeps_every_experimen
     assert run.data.tags[provenance.TAG_COMMIT] == head                      # updated
     assert run.data.tags[provenance.TAG_EXP_NAME] == "bold-lr" == run.info.run_name  # never erased
     assert_run_matches_files(client, run.info.run_id, workspace, tmp_path)  # no metric point twice
-    experiment = client.get_experiment_by_name(sink.EXPERIMENT).experiment_id
+    experiment = client.get_experiment_by_name(store.EXPERIMENT).experiment_id
     assert sorted(m.name for m in client.search_logged_models([experiment])) == ["image-model", "model"]  # once each
-    assert len(client.search_model_versions(f"name = '{sink.REGISTERED_MODEL}'")) == 1
+    assert len(client.search_model_versions(f"name = '{store.REGISTERED_MODEL}'")) == 1
 
     report = mirror.mirror_workspace(workspace, environ={"DVC_EXP_NAME": "calm-lr"})  # a second experiment, same state
     [run] = runs_of(client)
@@ -397,7 +478,7 @@ def test_the_same_state_mirrored_again_updates_its_run_and_keeps_every_experimen
     assert len(runs) == 2
     newest = next(r for r in runs if r.info.run_id != first.info.run_id)
     assert_run_matches_files(client, newest.info.run_id, workspace, tmp_path)
-    assert client.get_model_version_by_alias(sink.REGISTERED_MODEL, sink.ALIAS).run_id == newest.info.run_id
+    assert client.get_model_version_by_alias(store.REGISTERED_MODEL, store.CANDIDATE).run_id == newest.info.run_id
 
 
 def test_an_unreadable_metrics_file_never_fails_the_mirror(workspace: Path):
@@ -486,7 +567,7 @@ def test_pipeline_with_the_server_down_spools_and_flush_sends_exactly_the_files(
     assert len(runs) == 2
     second = next(r for r in runs if r.info.run_id != first.info.run_id)
     assert_run_matches_files(client, second.info.run_id, repo.path, tmp_path)
-    assert client.get_model_version_by_alias(sink.REGISTERED_MODEL, sink.ALIAS).run_id == second.info.run_id
+    assert client.get_model_version_by_alias(store.REGISTERED_MODEL, store.CANDIDATE).run_id == second.info.run_id
 
     repo.commit("lr 0.02")                                                # backfill: the same state, the same run
     repo.run(sys.executable, "-m", "stages.mirror", "--rev", "HEAD", timeout=600)
@@ -571,7 +652,7 @@ def test_queued_experiments_of_one_state_share_its_run_and_each_is_found_by_name
     assert experiment_run.data.tags[provenance.TAG_EXP_NAMES].split() == ["first-lr", "again-lr"]
     assert main_after.info.run_name == main_run.info.run_name
     assert main_after.data.tags[provenance.TAG_EXP_NAMES].split() == ["like-main"]
-    experiment = client.get_experiment_by_name(sink.EXPERIMENT).experiment_id
+    experiment = client.get_experiment_by_name(store.EXPERIMENT).experiment_id
     for name, run_id in (("first-lr", experiment_run.info.run_id), ("again-lr", experiment_run.info.run_id),
                          ("like-main", main_run.info.run_id)):
         [found] = client.search_runs([experiment], filter_string=f"tags.`dvc.exp_names` LIKE '%{name}%'")
@@ -585,7 +666,7 @@ def test_mlflow_models_serve_answers_like_the_model_in_process(workspace: Path, 
     port = free_port()
     log = tmp_path / "serve.log"
     env = {**env_with_venv(), "MLFLOW_TRACKING_URI": f"sqlite:///{workspace}/mlflow.db", "PYTHONUNBUFFERED": "1"}
-    command = [MLFLOW, "models", "serve", "-m", f"models:/{sink.REGISTERED_MODEL}@{sink.ALIAS}",
+    command = [MLFLOW, "models", "serve", "-m", f"models:/{store.REGISTERED_MODEL}@{store.CANDIDATE}",
                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
     with open(log, "wb") as handle:
         process = subprocess.Popen(
@@ -639,14 +720,14 @@ def test_a_model_logged_from_the_same_files_is_linked_to_the_next_run_not_export
     report = mirror.mirror_workspace(workspace, environ={})
     assert report.kept == [] and len(report.sent) == 1
     client = client_for(f"sqlite:///{workspace}/mlflow.db")
-    experiment = client.get_experiment_by_name(sink.EXPERIMENT).experiment_id
+    experiment = client.get_experiment_by_name(store.EXPERIMENT).experiment_id
     models = client.search_logged_models([experiment])                   # each flavour exported once
     assert sorted(m.name for m in models) == sorted(flavours.FLAVOURS)
     logged = next(m for m in models if m.name == flavours.MODEL_NAME)
-    versions = client.search_model_versions(f"name = '{sink.REGISTERED_MODEL}'")
+    versions = client.search_model_versions(f"name = '{store.REGISTERED_MODEL}'")
     assert sorted(v.source for v in versions) == [f"models:/{logged.model_id}"] * 2
     newest = report.sent[0][1]
-    assert client.get_model_version_by_alias(sink.REGISTERED_MODEL, sink.ALIAS).run_id == newest
+    assert client.get_model_version_by_alias(store.REGISTERED_MODEL, store.CANDIDATE).run_id == newest
     linked = sorted(output.model_id for output in client.get_run(newest).outputs.model_outputs)
     assert linked == sorted(m.model_id for m in models)
     assert_run_matches_files(client, newest, workspace, tmp_path)         # served, signed, its metrics linked

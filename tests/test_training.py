@@ -236,3 +236,19 @@ def test_on_cuda_the_same_loop_is_deterministic(architecture, tmp_path):
         save_model(model, spec, tmp_path / run)
         files.append((tmp_path / run / "model.pt").read_bytes())
     assert files[0] == files[1]
+
+
+def test_a_stage_that_fits_several_models_logs_each_under_its_prefix_and_reports_its_own_summary(tmp_path: Path):
+    """pretrain's use of FitStage: log_under names each series, report replaces the last fit's summary."""
+    from lifecycle.training.loop import EpochRecord
+    from lifecycle.training.stage import fit_stage
+
+    with fit_stage("several", log_dir=tmp_path / "live") as stage:
+        for prefix in ("a/", "b/"):
+            stage.log_under(prefix)
+            stage.log.log(EpochRecord(epoch=1, train_loss=0.5, train_accuracy=0.5, val_loss=0.5, val_accuracy=0.5))
+        stage.report({"a": {"weights": "pretext"}, "b": {"weights": "none"}})
+    curves = tmp_path / "live" / "plots" / "metrics"
+    assert (curves / "a" / "val" / "accuracy.tsv").is_file() and (curves / "b" / "val" / "accuracy.tsv").is_file()
+    summary = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert summary["a"] == {"weights": "pretext"} and summary["b"] == {"weights": "none"}

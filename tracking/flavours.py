@@ -4,7 +4,7 @@
 (the pt2 tensor model the registry version points at, and the image-bytes pyfunc of
 :mod:`tracking.pyfunc`), or links a model already logged from the same files and code
 (:func:`model_digest`) to the run instead of exporting it again. Called by
-:func:`tracking.sink.send` inside ``tracking.sink.global_store``.
+:func:`tracking.sink.send` inside ``tracking.store.global_store``.
 """
 from __future__ import annotations
 
@@ -134,9 +134,13 @@ def _log_pytorch_model(run_id: str, folder: Path, tags: Mapping[str, str]) -> st
 
 def _log_image_model(run_id: str, folder: Path, tags: Mapping[str, str]) -> str:
     """The image-bytes pyfunc (:mod:`tracking.pyfunc`): the service's input, answer and code."""
-    from tracking.pyfunc import log_image_model
+    import mlflow
 
-    return log_image_model(run_id, folder, tags)
+    from tracking.pyfunc import model_arguments
+
+    with mlflow.start_run(run_id=run_id):
+        return mlflow.pyfunc.log_model(name=IMAGE_MODEL_NAME, tags=dict(tags), step=MODEL_STEP,
+                                       **model_arguments(folder)).model_id
 
 
 class Flavour(NamedTuple):

@@ -14,15 +14,7 @@ from pathlib import Path
 
 from lifecycle.core import paths
 from tracking.provenance import real_root, revision_tags, workspace_tags
-from tracking.sink import (
-    describe_error,
-    display_uri,
-    experiment_name,
-    mlflow_settings,
-    send,
-    tracking_uri,
-    unreachable,
-)
+from tracking.sink import describe_error, send
 from tracking.spool import (
     LOCK_WAIT_S,
     copy_revision,
@@ -32,6 +24,7 @@ from tracking.spool import (
     spool_lock,
     spool_state,
 )
+from tracking.store import display_uri, experiment_name, mlflow_settings, tracking_uri, unreachable
 
 
 @dataclasses.dataclass

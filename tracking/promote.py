@@ -33,8 +33,8 @@ from tracking.gate import (
     score_images,
     write_record,
 )
-from tracking.registry import CHAMPION, Registry
-from tracking.sink import mlflow_settings
+from tracking.registry import Registry
+from tracking.store import CHAMPION, mlflow_settings
 
 EXIT_REFUSED = 1
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_params().promote
     with mlflow_settings():
-        registry = Registry()
+        registry = Registry.open()
         split = read_validation_split()  # before any model is fetched: a missing file fails fast
         decision = promote(registry, params, split, dry_run=args.dry_run)
         if decision is None:

@@ -130,14 +130,15 @@ def numerics_tags(root: Path) -> dict[str, str]:
 
 def experiment_refs(root: Path) -> dict[str, tuple[str, str]]:
     """DVC experiments of the repository: commit -> (experiment name, baseline commit)."""
-    listing = _git(root, "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps/") or ""
-    experiments = {}
-    for line in listing.splitlines():
-        commit, _, ref = line.partition(" ")
-        parts = ref.split("/")  # refs/exps/<baseline[:2]>/<baseline[2:]>/<name>
-        if len(parts) == 5 and len(parts[2]) == 2 and len(parts[3]) == 38:
-            experiments[commit] = (parts[4], parts[2] + parts[3])
-    return experiments
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        with Repo(str(root)) as repo:
+            listing = repo.experiments.ls(all_commits=True)
+    except DvcException as error:  # another dvc command holds the repository's lock, or no DVC here
+        raise UserError(f"cannot list the DVC experiments of {root}: {str(error).splitlines()[0]}") from None
+    return {commit: (name, baseline) for baseline, found in listing.items() for name, commit in found if commit}
 
 
 def revision_tags(root: Path, rev: str) -> tuple[str, dict[str, str]]:

@@ -1,8 +1,9 @@
-"""Log (or save) the selected model as an image-bytes MLflow pyfunc, beside the pt2 tensor model.
+"""The selected model as an image-bytes MLflow pyfunc, beside the pt2 tensor model: its arguments.
 
-in: a model folder (``models/best``: ``model.pt`` + ``model.json``).  out: an MLflow model named
-``image-model`` in the run (``runs:/<run id>/image-model``, or ``models:/<model id>``) whose input
-is raw image bytes and whose output is the service's answer (:mod:`tracking.image_model`).
+in: a model folder (``models/best``: ``model.pt`` + ``model.json``).  out: the arguments of
+``mlflow.pyfunc.log_model`` (:mod:`tracking.flavours` logs it as ``image-model`` in the run,
+``runs:/<run id>/image-model`` or ``models:/<model id>``), whose input is raw image bytes and
+whose output is the service's answer (:mod:`tracking.image_model`).
 
 Why: ``mlflow models serve`` of the pt2 model takes an already preprocessed float tensor, so a
 client must decode, resize and normalise images itself, and a comparison with the /predict
@@ -17,14 +18,12 @@ repository). Requirements are pinned from the running environment; MLflow infers
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import lifecycle
 from tracking import image_model
-from tracking.flavours import IMAGE_MODEL_NAME, MODEL_STEP
 
 # What importing lifecycle.inference needs, plus torchvision for torchvision architectures.
 REQUIREMENTS = ("torch", "torchvision", "numpy", "pandas", "pillow", "tqdm")
@@ -53,7 +52,7 @@ def signature(classes: list[str]) -> Any:
 
 
 def model_arguments(folder: Path) -> dict[str, Any]:
-    """The arguments ``mlflow.pyfunc.log_model`` and ``save_model`` share for ``folder``."""
+    """The arguments of ``mlflow.pyfunc.log_model`` (and ``save_model``) for ``folder``."""
     import pandas as pd
 
     from lifecycle.models import load_spec
@@ -67,21 +66,3 @@ def model_arguments(folder: Path) -> dict[str, Any]:
         "input_example": pd.DataFrame({image_model.IMAGE_COLUMN: [example_jpeg()]}),
         "pip_requirements": [f"{name}=={metadata.version(name)}" for name in REQUIREMENTS],
     }
-
-
-def log_image_model(run_id: str, folder: Path, tags: Mapping[str, str]) -> str:
-    """Log ``folder`` as the run's ``image-model``; its model id. :func:`tracking.flavours.log_models`
-    calls it (inside ``global_store``) only when no model from the same files and code exists yet."""
-    import mlflow
-
-    with mlflow.start_run(run_id=run_id):
-        return mlflow.pyfunc.log_model(name=IMAGE_MODEL_NAME, tags=dict(tags), step=MODEL_STEP,
-                                       **model_arguments(folder)).model_id
-
-
-def save_image_model(folder: Path, destination: Path) -> Path:
-    """The same model written to a local folder (no tracking store): for ``mlflow models serve -m``."""
-    import mlflow
-
-    mlflow.pyfunc.save_model(str(destination), **model_arguments(folder))
-    return destination

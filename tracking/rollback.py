@@ -30,8 +30,8 @@ from tracking.gate import (
     score,
     write_record,
 )
-from tracking.registry import CHAMPION, HISTORY_TAG, Registry
-from tracking.sink import REGISTERED_MODEL, mlflow_settings
+from tracking.registry import HISTORY_TAG, Registry
+from tracking.store import CHAMPION, REGISTERED_MODEL, mlflow_settings
 
 
 def rollback(registry: Registry, params: PromoteParams, split: ValidationSplit | None) -> Decision:
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.parse_args(argv)
     params = load_params().promote
     with mlflow_settings():
-        registry = Registry()
+        registry = Registry.open()
         try:
             split = read_validation_split()
         except UserError as reason:

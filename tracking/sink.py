@@ -1,4 +1,5 @@
-"""The MLflow sink: the only code that writes to MLflow.
+"""The MLflow sink: the only code that writes pipeline runs, logged models and registry versions.
+(The promotion gate's writes, the alias ``champion`` and its tags, are :mod:`tracking.registry`'s.)
 
 :func:`send` creates or updates the run of one spooled pipeline state (idempotent: a state
 mirrored again updates its run; only missing params and metric points are logged), in this
@@ -9,17 +10,12 @@ step-0 points linked to that model; artifacts; and last the registration (:func:
 of the pt2 model as a version of ``cats-vs-dogs``, with the alias ``candidate`` moved to the
 newest pipeline run's version. (The alias ``champion`` is moved only by ``python -m tracking.promote``.)
 
-Where: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///mlflow.db`` with artifacts in
-``mlartifacts/``, both at the real repository root (also for experiments DVC runs in a
-temporary copy). Retries are bounded and progress bars off unless the user chose otherwise.
+Where: the store :func:`tracking.store.tracking_uri` names, with a sqlite store's artifacts in
+``mlartifacts/`` beside it. Retries are bounded and progress bars off unless the user chose otherwise.
 """
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
-import os
-import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,98 +30,18 @@ from tracking.provenance import (
     TAG_EXP_NAME,
     TAG_EXP_NAMES,
     TAG_STATE,
-    real_root,
 )
 from tracking.snapshot import read_snapshot
 from tracking.spool import SpoolEntry
+from tracking.store import CANDIDATE, REGISTERED_MODEL, global_store, local_artifact_location, quiet_mlflow
 
-EXPERIMENT = "cats-vs-dogs"        # the MLflow experiment of every pipeline run (MLFLOW_EXPERIMENT_NAME overrides)
-REGISTERED_MODEL = "cats-vs-dogs"  # the Model Registry name of the selected model
-ALIAS = "candidate"                # moved to the model of the newest mirrored pipeline run
-HEALTH_TIMEOUT_S = 5.0    # how long a tracking server has to answer /health before we spool
-
-
-# Bounded retries, no progress bars or URLs on stdout, and no network call but to the tracking
-# store (MLflow's usage telemetry would fetch a config from config.mlflow-telemetry.io on every
-# logged model; DVC's analytics are off too), unless the user chose otherwise.
-_MLFLOW_ENV_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-}
 _BATCH_PARAMS = 100    # MLflow's limits per log_batch call
 _BATCH_METRICS = 1000
-
-
-def tracking_uri(root: Path | None = None, environ: Mapping[str, str] | None = None) -> str:
-    """``MLFLOW_TRACKING_URI``, else the sqlite store ``mlflow.db`` at the real repository root."""
-    environ = os.environ if environ is None else environ
-    uri = environ.get("MLFLOW_TRACKING_URI", "").strip()
-    return uri or "sqlite:///" + str(real_root(root, environ) / paths.MLFLOW_DB)
-
-
-def experiment_name(environ: Mapping[str, str] | None = None) -> str:
-    environ = os.environ if environ is None else environ
-    return environ.get("MLFLOW_EXPERIMENT_NAME", "").strip() or EXPERIMENT
-
-
-def local_artifact_location(uri: str) -> str | None:
-    """Artifacts of a sqlite store go to ``mlartifacts/`` beside the database file.
-
-    (MLflow's own default is ``./mlruns`` in whatever folder the process runs in.)
-    """
-    if not uri.startswith("sqlite:///"):
-        return None
-    database = Path(uri[len("sqlite:///"):])
-    return (database.parent / paths.MLFLOW_ARTIFACTS).resolve().as_uri()
-
-
-def display_uri(uri: str) -> str:
-    """The URI without credentials, for messages."""
-    return re.sub(r"//[^/@]*@", "//", uri)
-
-
-def unreachable(uri: str) -> str | None:
-    """Why a tracking server does not answer, or None (only http(s) stores are checked)."""
-    if not uri.startswith(("http://", "https://")):
-        return None
-    import requests
-
-    try:
-        answer = requests.get(uri.rstrip("/") + "/health", timeout=HEALTH_TIMEOUT_S)
-    except requests.Timeout:
-        return f"no answer within {HEALTH_TIMEOUT_S:g} s"
-    except requests.ConnectionError as error:
-        return "connection refused" if "refused" in str(error).lower() else "cannot connect"
-    except requests.RequestException as error:
-        return type(error).__name__
-    return f"server error {answer.status_code}" if answer.status_code >= 500 else None
 
 
 def describe_error(error: BaseException) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
-
-
-@contextlib.contextmanager
-def mlflow_settings() -> Iterator[None]:
-    """Bounded retries and no progress bars while sending (the user's own settings win)."""
-    added = [name for name in _MLFLOW_ENV_DEFAULTS if name not in os.environ]
-    os.environ.update({name: _MLFLOW_ENV_DEFAULTS[name] for name in added})
-    try:
-        yield
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
-
-
-def quiet_mlflow() -> None:
-    """MLflow's INFO lines (database migrations, registrations) would bury the stage's output."""
-    for name in ("mlflow", "alembic", "torch._export", "torch.export"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -253,35 +169,6 @@ def send(entry: SpoolEntry) -> tuple[str, str]:
     return run_id, f"{mine} (in run '{tags['mlflow.runName']}', this state's first name)"
 
 
-@contextlib.contextmanager
-def global_store(uri: str) -> Iterator[None]:
-    """Point MLflow's global tracking and registry URIs at ``uri`` for a while.
-
-    The fluent API (``log_model``) and the registry resolve ``models:/`` through them. MLflow
-    also exports them as environment variables for child processes; both are restored
-    exactly afterwards, so nothing leaks into the caller's process or its children.
-    """
-    import mlflow
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-    saved_env = {name: os.environ.get(name) for name in names}
-    saved_tracking, saved_registry = tracking_utils._tracking_uri, registry_utils._registry_uri
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(saved_tracking)
-        registry_utils._registry_uri = saved_registry
-        for name, value in saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def register(client: Any, uri: str, run_id: str, model_id: str, tags: Mapping[str, str], move_alias: bool) -> Any:
     """Register the run's model once as a version of ``REGISTERED_MODEL``; move ``candidate`` to it.
 
@@ -299,6 +186,6 @@ def register(client: Any, uri: str, run_id: str, model_id: str, tags: Mapping[st
                 REGISTERED_MODEL, source=f"models:/{model_id}", run_id=run_id, model_id=model_id, tags=version_tags
             )
         aliases = client.get_registered_model(REGISTERED_MODEL).aliases
-        if move_alias or ALIAS not in aliases:
-            client.set_registered_model_alias(REGISTERED_MODEL, ALIAS, str(version.version))
+        if move_alias or CANDIDATE not in aliases:
+            client.set_registered_model_alias(REGISTERED_MODEL, CANDIDATE, str(version.version))
     return version

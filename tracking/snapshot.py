@@ -4,7 +4,8 @@ in: a folder holding a state: ``params.yaml``, ``dvc.lock``, ``metrics/**``, ``p
 ``reports/**``, ``models/best/`` (the workspace, DVC's temporary copy of an experiment, or a
 past revision read through DVC). out: a :class:`Snapshot`:
 
-- params: every key of params.yaml, flattened with dots (``seed``, ``augment.hflip``);
+- params: every key of params.yaml but the promotion gate's (:data:`NOT_STATE_PARAMS`: they
+  describe the registry's gate, not a model), flattened with dots (``seed``, ``augment.hflip``);
 - metrics: every number in metrics/, named ``<file under metrics/ without extension>/<key.path>``
   (``split/train.images``); DVCLive curves (``metrics/<d>/plots/metrics/<name>.tsv``) as
   stepped metrics ``<d>/<name>``; lists of numbers or of records as stepped metrics. These
@@ -34,6 +35,9 @@ from lifecycle.core import paths
 from lifecycle.core.errors import UserError
 from lifecycle.core.io import file_sha256
 
+# Top-level params.yaml keys that are not part of a pipeline state: the promotion gate's settings.
+# The mirror stage's params in dvc.yaml leave them out too, so changing them re-mirrors nothing.
+NOT_STATE_PARAMS = ("promote",)
 _MAX_KEY = 250
 _MAX_PARAM_VALUE = 6000
 _STEP_COLUMNS = ("step", "epoch")
@@ -95,7 +99,7 @@ def read_params(base: Path) -> dict[str, str]:
     document = yaml.safe_load(path.read_text()) or {}
     if not isinstance(document, Mapping):
         raise UserError(f"{path} must be a mapping of keys to values.")
-    return flatten_params(document)
+    return flatten_params({key: value for key, value in document.items() if key not in NOT_STATE_PARAMS})
 
 
 def mlflow_key(name: str) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -19,6 +18,8 @@ import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import filelock
 
 from lifecycle.core import paths
 from lifecycle.core.errors import UserError
@@ -63,21 +64,16 @@ def spool_entries(spool: Path) -> list[SpoolEntry]:
 def spool_lock(spool: Path, wait_s: float) -> Iterator[bool]:
     """Hold the spool's lock (True), or give up after ``wait_s`` seconds (False)."""
     spool.mkdir(parents=True, exist_ok=True)
-    with open(spool / ".lock", "a+") as handle:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                time.sleep(0.2)
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    lock = filelock.FileLock(spool / ".lock")
+    try:
+        lock.acquire(timeout=wait_s, poll_interval=0.2)
+    except filelock.Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 def spool_state(

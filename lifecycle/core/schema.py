@@ -233,7 +233,7 @@ class SelectParams(Section):
 
 
 class PromoteParams(Section):
-    """The promotion gate (python -m tracking.promote); read by no stage, so it reruns nothing but the mirror."""
+    """The promotion gate (python -m tracking.promote); read by no stage, and no part of a pipeline state."""
 
     metric: Metric
     margin: float = Field(ge=0.0, le=1.0)

@@ -43,6 +43,15 @@ class FitStage:
         seed_everything(seed)
         return build()
 
+    def log_under(self, prefix: str) -> None:
+        """Log the next fit's curves under ``prefix`` in the stage's DVCLive folder (rank 0; pretrain: per architecture)."""
+        if self.log is not None:
+            self.log.start(prefix)
+
+    def report(self, summary: dict[str, Any]) -> None:
+        """What ``metrics/<stage>/metrics.json`` holds when the stage ends, instead of the last fit's summary."""
+        self.summary = summary
+
     def fit_and_save(
         self,
         model: nn.Module,
