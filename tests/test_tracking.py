@@ -622,6 +622,7 @@ print(json.dumps({"sent": len(report.sent), "calls": calls}))
 """
 
 
+@pytest.mark.slow
 def test_a_mirror_into_the_sqlite_store_calls_no_network(workspace: Path):
     """No request leaves the machine: MLflow's usage telemetry would fetch its config on a logged
     model. In a plain process, since MLflow turns telemetry off by itself under pytest."""

@@ -198,6 +198,7 @@ def test_data_too_small_for_the_folds_or_the_sampler_names_the_key(tiny_images):
         tune(images, labels, CLASSES, tiny_params(folds=13, subsample=0), None, SEED)
 
 
+@pytest.mark.slow
 def test_the_stage_stops_on_a_bad_grid_key_with_one_line(repo_copy):
     repo = repo_copy({"tune": {"grid": {"learning_rate": [0.1]}}})
     result = repo.run(sys.executable, "-m", "stages.tune", check=False)
