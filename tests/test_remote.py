@@ -34,10 +34,9 @@ import yaml
 from tracking.provenance import TAG_COMMIT, TAG_COMMITS, TAG_STATE
 
 from .conftest import ROOT, RepoCopy, env_with_venv, make_repo_copy
-from .test_model_pipeline import TINY_MODELS
 from .test_tracking import client_for, runs_of
 
-TEAM_PARAMS = {**TINY_MODELS, "tune": {"grid": {"lr": [0.01], "max_epochs": [2]}, "subsample": 0}}
+TEAM_PARAMS = {"tune": {"subsample": 0}}  # on top of conftest.TINY_PARAMS
 STAGES = ["ingest", "preprocess", "impute", "featurize", "split", "synthesize", "augment", "eda", "visualize",
           "predict", "tune", "pretrain", "train", "finetune", "frozen_features", "transfer", "evaluate@train",
           "evaluate@finetune", "evaluate@transfer", "select", "mirror"]
