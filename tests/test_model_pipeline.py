@@ -19,8 +19,9 @@ MODEL_STAGES = ["pretrain", "train", "finetune", "frozen_features", "transfer",
 DOWNSTREAM_OF_TRAIN = {"train", "evaluate@train", "select"}
 
 
-# What a run may write besides the declared outputs: the local MLflow store and DVC's own state.
-LOCAL_STATE = {"mlflow.db", "mlartifacts", ".mlflow-spool", ".dvc"}
+# What a run may write besides the declared outputs: the local MLflow store, DVC's own state and
+# this machine's numerics fingerprints (gitignored, for MLflow's tags: never an output).
+LOCAL_STATE = {"mlflow.db", "mlartifacts", ".mlflow-spool", ".dvc", ".numerics"}
 
 
 def undeclared_writes(repo) -> list[str]:
