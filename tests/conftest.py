@@ -27,14 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_PARAMS = {
     "ingest": {"synthetic": {"count": 160}},
     "featurize": {"image_size": 32},
-    "synthesize": {"k_neighbors": 3},
     "augment": {"preview_images": 2, "preview_variants": 3},
     "epochs": 2,
     "batch_size": 16,
     "pretrain": {"epochs": 1},
     "finetune": {"epochs": 1},
     "transfer": {"epochs": 3},
-    "tune": {"grid": {"lr": [0.01], "max_epochs": [2]}, "subsample": 60, "channels": [2]},
+    "tune": {"grid": {"lr": [0.01], "max_epochs": [2]}, "subsample": 0, "channels": [2]},
 }
 
 

@@ -220,7 +220,9 @@ def test_tune_searches_the_unbalanced_split_and_reads_the_sampler_s_params():
 
 @pytest.mark.slow
 def test_dvc_repro_tune_twice_gives_the_same_lock(repo_copy):
-    repo = repo_copy({"tune": {"grid": {"lr": [0.01, 0.001], "max_epochs": [1, 2]}}})  # four fits per fold
+    # four fits per fold on a stratified draw of 60 images (SMOTE's neighbours fit in its folds)
+    repo = repo_copy({"tune": {"grid": {"lr": [0.01, 0.001], "max_epochs": [1, 2]}, "subsample": 60},
+                      "synthesize": {"k_neighbors": 3}})
     repo.dvc("repro", "tune")
     lock = (repo.path / "dvc.lock").read_text()
     results = (repo.path / "plots" / "tune" / "results.csv").read_bytes()
