@@ -1,11 +1,11 @@
-"""Evaluate and select (seed step 8c): how good each trained model is, and which one ships.
+"""Evaluate (seed step 8c): how good each trained model is (``evaluate_split``).
 
 In: a model's class probabilities on a split and the true labels. Out: accuracy,
 precision, recall, F1 and ROC AUC (``classification_metrics``), the scores a reviewer
 compares, and the rows DVC draws as a confusion matrix and a ROC curve, the breakdowns
 behind them. ``evaluate`` reports them for the validation and the test split; ``select``
-compares the models on validation only, so the test split stays an unbiased report of the
-chosen model.
+(lifecycle/selection.py) compares the models on validation only, so the test split stays an
+unbiased report of the chosen model.
 
 For two classes, precision, recall and F1 are about the second class (``dog``), and ROC
 AUC uses its probability; for more classes they are macro averages (one-vs-rest AUC). ROC
@@ -84,28 +84,9 @@ def roc_points(labels: np.ndarray, probabilities: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"fpr": fpr.round(6), "tpr": tpr.round(6), "threshold": thresholds.round(6)})
 
 
-def select_best(reports: dict[str, dict[str, Any]], metric: str) -> str:
-    """The candidate with the highest validation ``metric`` (ties: the earlier, simpler one; undefined: last)."""
-    order = {name: i for i, name in enumerate(reports)}
-    value = {name: report["val"][metric] for name, report in reports.items()}
-    return max(reports, key=lambda name: (value[name] is not None, value[name] or 0.0, -order[name]))
-
-
 def score_text(value: float | None) -> str:
     """A score as the stages print it: four decimals, or "undefined" (the ROC AUC of a single class)."""
     return "undefined" if value is None else f"{value:.4f}"
-
-
-def runner_up(reports: dict[str, dict[str, Any]], metric: str) -> str | None:
-    """The candidate ``select_best`` would choose without the chosen one (None: there is no other)."""
-    chosen = select_best(reports, metric)
-    others = {name: report for name, report in reports.items() if name != chosen}
-    return select_best(others, metric) if others else None
-
-
-def correct_from_confusion_rows(rows: pd.DataFrame) -> np.ndarray:
-    """Per-image correctness from :func:`confusion_rows` as written (one row per image, in the split's order)."""
-    return (rows["actual"] == rows["predicted"]).to_numpy()
 
 
 def metric_intervals(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], seed: int,
@@ -212,3 +193,35 @@ def paired_test(a_correct: np.ndarray, b_correct: np.ndarray) -> PairedTest:
     scale = discordant / images
     return PairedTest(images, a_only, b_only, float(test.pvalue), (a_only - b_only) / images,
                       float(scale * (2 * share.low - 1)), float(scale * (2 * share.high - 1)))
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitEvaluation:
+    """What evaluate reports for one split: each of ``METRIC_NAMES`` followed by its interval, the
+    number of images, the confusion rows (one per image, in the split's order) and the ROC curve."""
+
+    scores: dict[str, float]
+    images: int
+    confusion: pd.DataFrame
+    roc: pd.DataFrame
+
+
+def evaluate_split(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], seed: int,
+                   resamples: int) -> SplitEvaluation:
+    """A model's class probabilities on one split against its labels: :class:`SplitEvaluation`."""
+    scores = classification_metrics(labels, probabilities, classes)
+    intervals = metric_intervals(labels, probabilities, classes, seed, resamples)
+    return SplitEvaluation(with_intervals(scores, intervals), scores["images"],
+                           confusion_rows(labels, probabilities, classes), roc_points(labels, probabilities))
+
+
+def evaluation_summary(name: str, report: dict[str, dict[str, float]], test_images: int) -> str:
+    """The line evaluate prints: test accuracy, F1 and ROC AUC and validation accuracy, each with its interval."""
+
+    def shown(scores: dict[str, float], metric: str) -> str:
+        low, high = interval_keys(metric)
+        return f"{metric} {score_text(scores[metric])} [{score_text(scores[low])}, {score_text(scores[high])}]"
+
+    test, val = report["test"], report["val"]
+    return (f"evaluate {name} (test, {test_images} images; 95% intervals): {shown(test, 'accuracy')}, "
+            f"{shown(test, 'f1')}, {shown(test, 'roc_auc')}; val {shown(val, 'accuracy')}")

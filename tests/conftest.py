@@ -1,9 +1,10 @@
 """Shared fixtures: tiny data, and a temporary copy of the repository with tiny params.
 
 ``repo_copy`` copies the tracked files (not data, models or the DVC cache) into a fresh
-git repository under ``tmp_path`` and shrinks params.yaml so a whole pipeline runs in
-seconds; a test passes its own ``overrides`` on top. Commands run there with the project's
-virtualenv first on PATH, as a user's activated shell would.
+git repository under ``tmp_path`` and shrinks params.yaml (``TINY_PARAMS``: the data and every
+model stage) so a whole pipeline runs in a minute or two; a test passes its own ``overrides`` on
+top. Commands run there with the project's virtualenv first on PATH, as a user's activated shell
+would.
 """
 from __future__ import annotations
 
@@ -20,19 +21,20 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Sizes that keep every stage to seconds on two CPU cores.
+# The small params every repository copy starts from: the data (160 images of 32 pixels) and every
+# model stage (epochs, tune's grid and subsample) shrunk, so that a stage runs in seconds and the
+# whole pipeline in a minute or two on two CPU cores. A test passes only what it is about on top.
 TINY_PARAMS = {
     "ingest": {"synthetic": {"count": 160}},
     "featurize": {"image_size": 32},
     "augment": {"preview_images": 2, "preview_variants": 3},
+    "epochs": 2,
+    "batch_size": 16,
+    "pretrain": {"epochs": 1},
+    "finetune": {"epochs": 1},
+    "transfer": {"epochs": 3},
+    "tune": {"grid": {"lr": [0.01], "max_epochs": [2]}, "subsample": 0, "channels": [2]},
 }
-
-
-# On top of TINY_PARAMS: every model stage (tune included) in a minute or two, for tests that run
-# the whole pipeline.
-TINY_WHOLE_PIPELINE = {"epochs": 1, "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "transfer": {"epochs": 2},
-                       "tune": {"grid": {"lr": [0.01]}, "subsample": 60, "channels": [2]},
-                       "synthesize": {"k_neighbors": 3}}
 
 
 def git_status(repo: "RepoCopy") -> str:

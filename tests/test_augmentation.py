@@ -175,6 +175,7 @@ def three_runs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return tuple(run.view(shape) for run in runs)
 
 
+@pytest.mark.slow
 def test_per_pixel_mean_and_spread_maps_agree_with_torchvisions(three_runs):
     """Where each pixel lands on average, and how much it varies (flip, rotation, crop, jitter):
     no further from torchvision's than a second run of torchvision is."""
@@ -186,6 +187,7 @@ def test_per_pixel_mean_and_spread_maps_agree_with_torchvisions(three_runs):
             assert (ours_map - theirs_map).abs().mean() < 1.5 * chance + 0.5, scene  # levels of 255
 
 
+@pytest.mark.slow
 def test_brightness_contrast_saturation_hue_and_flip_distributions_agree_with_torchvisions(three_runs):
     ours, theirs, _ = three_runs
     critical = 1.95 * math.sqrt(2 / ours.shape[1])  # two-sample KS at the 0.1% level

@@ -19,7 +19,7 @@ import yaml
 from lifecycle.core import paths
 from lifecycle.core.errors import UserError
 from stages import check_params as stage
-from tests.conftest import ROOT, TINY_WHOLE_PIPELINE, RepoCopy, git_status
+from tests.conftest import ROOT, RepoCopy, git_status
 from tests.dvc_graph import stages
 
 CHECK = "check_params"
@@ -116,7 +116,7 @@ def test_a_bad_value_is_refused_with_one_sentence_and_the_output_is_left_alone(t
 def test_a_refused_experiment_leaves_the_workspace_as_it_was(repo_copy, monkeypatch, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    repo = repo_copy(TINY_WHOLE_PIPELINE)
+    repo = repo_copy()
     repo.dvc("repro")
     repo.commit("a full run")
     assert git_status(repo) == ""

@@ -1,5 +1,5 @@
 """Evaluation metrics on predictions whose answers are known by hand, the plot rows DVC
-draws, selection on the validation split only, each metric's interval and the paired test."""
+draws, each metric's interval, the paired test, and what evaluate reports for a split."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,14 +9,13 @@ from lifecycle.evaluation import (
     METRIC_NAMES,
     classification_metrics,
     confusion_rows,
-    correct_from_confusion_rows,
+    evaluate_split,
+    evaluation_summary,
     interval_keys,
     metric_intervals,
     paired_test,
     roc_auc,
     roc_points,
-    runner_up,
-    select_best,
     with_intervals,
 )
 
@@ -98,19 +97,6 @@ def test_plot_rows_for_the_confusion_matrix_and_roc_curve():
     assert curve["fpr"].is_monotonic_increasing and curve["tpr"].is_monotonic_increasing
 
 
-def test_selection_uses_validation_only_and_ties_go_to_the_simpler_model():
-    reports = {
-        "train": {"val": {"accuracy": 0.90, "f1": 0.7}, "test": {"accuracy": 0.80, "f1": 0.9}},
-        "finetune": {"val": {"accuracy": 0.85, "f1": 0.8}, "test": {"accuracy": 0.99, "f1": 0.99}},
-        "transfer": {"val": {"accuracy": 0.90, "f1": 0.6}, "test": {"accuracy": 0.95, "f1": 0.5}},
-    }
-    assert select_best(reports, "accuracy") == "train"  # tie with transfer; test would say finetune
-    assert select_best(reports, "f1") == "finetune"
-    undefined = {name: {"val": {"roc_auc": None}} for name in ("train", "finetune")} | {"transfer": {"val": {"roc_auc": 0.4}}}
-    assert select_best(undefined, "roc_auc") == "transfer"  # any score beats an undefined one
-    assert select_best({name: undefined[name] for name in ("train", "finetune")}, "roc_auc") == "train"
-
-
 def noisy_predictions(images: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Labels and dog probabilities that are right about 80% of the time."""
     rng = np.random.default_rng(seed)
@@ -172,13 +158,27 @@ def test_mcnemars_exact_test_counts_only_the_discordant_images():
         paired_test(a, b[:50])
 
 
-def test_the_runner_up_and_which_images_a_model_got_right():
-    reports = {
-        "train": {"val": {"accuracy": 0.90}}, "finetune": {"val": {"accuracy": 0.85}},
-        "transfer": {"val": {"accuracy": 0.90}},
-    }
-    assert (select_best(reports, "accuracy"), runner_up(reports, "accuracy")) == ("train", "transfer")
-    assert runner_up({"train": reports["train"]}, "accuracy") is None
-    labels = np.array([0, 1, 1, 0])
-    rows = confusion_rows(labels, probabilities_for([0.3, 0.8, 0.4, 0.6]), CLASSES)
-    assert correct_from_confusion_rows(rows).tolist() == [True, True, False, False]
+def test_a_split_is_evaluated_into_scores_with_intervals_and_the_rows_behind_them():
+    labels, probabilities = noisy_predictions(60)
+    result = evaluate_split(labels, probabilities, CLASSES, seed=3, resamples=200)
+    scores = classification_metrics(labels, probabilities, CLASSES)
+    assert result.images == 60
+    assert list(result.scores) == [key for name in METRIC_NAMES for key in (name, *interval_keys(name))]
+    for name in METRIC_NAMES:
+        low, high = interval_keys(name)
+        assert result.scores[name] == scores[name]
+        assert result.scores[low] <= result.scores[name] <= result.scores[high]
+    assert result.confusion.equals(confusion_rows(labels, probabilities, CLASSES))   # one row per image, in order
+    assert result.roc.equals(roc_points(labels, probabilities))
+    again = evaluate_split(labels, probabilities, CLASSES, seed=3, resamples=200)
+    assert again.scores == result.scores                                            # seeded: the same intervals
+    assert evaluate_split(labels, probabilities, CLASSES, seed=4, resamples=200).scores != result.scores
+
+
+def test_the_evaluate_line_shows_the_test_scores_and_val_accuracy_with_their_intervals():
+    def split(accuracy: float) -> dict[str, float]:
+        return {"accuracy": accuracy, "accuracy_low": accuracy - 0.1, "accuracy_high": accuracy + 0.05,
+                "f1": 0.5, "f1_low": 0.4, "f1_high": 0.6, "roc_auc": 0.75, "roc_auc_low": 0.7, "roc_auc_high": 0.8}
+    assert evaluation_summary("transfer", {"val": split(0.8), "test": split(0.9)}, 286) == (
+        "evaluate transfer (test, 286 images; 95% intervals): accuracy 0.9000 [0.8000, 0.9500], "
+        "f1 0.5000 [0.4000, 0.6000], roc_auc 0.7500 [0.7000, 0.8000]; val accuracy 0.8000 [0.7000, 0.8500]")

@@ -15,13 +15,6 @@ from lifecycle.evaluation import METRIC_NAMES, interval_keys
 from lifecycle.models import load_model
 from tests import dvc_graph
 
-TINY_MODELS = {
-    "epochs": 2,
-    "batch_size": 16,
-    "pretrain": {"epochs": 1},
-    "finetune": {"epochs": 1},
-    "transfer": {"epochs": 3},
-}
 MODEL_STAGES = ["pretrain", "train", "finetune", "frozen_features", "transfer",
                 "evaluate@train", "evaluate@finetune", "evaluate@transfer", "select"]
 DOWNSTREAM_OF_TRAIN = {"train", "evaluate@train", "select"}
@@ -53,7 +46,7 @@ def ran(output: str) -> set[str]:
 
 @pytest.mark.slow
 def test_pipeline_reproduces_and_an_experiment_reruns_only_train_and_its_descendants(repo_copy):
-    repo = repo_copy(TINY_MODELS)
+    repo = repo_copy()
     first = repo.dvc("repro")
     assert set(MODEL_STAGES) <= ran(first.stdout)
     assert undeclared_writes(repo) == []  # every path the code wrote is a declared output
@@ -107,7 +100,7 @@ def test_pipeline_reproduces_and_an_experiment_reruns_only_train_and_its_descend
 
 @pytest.mark.slow
 def test_train_stage_runs_under_torchrun_with_two_cpu_processes(repo_copy):
-    repo = repo_copy(TINY_MODELS)
+    repo = repo_copy()
     repo.dvc("repro", "synthesize")
     result = repo.run(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                       "-m", "stages.train")

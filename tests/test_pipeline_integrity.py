@@ -22,7 +22,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import TINY_WHOLE_PIPELINE, env_with_venv, git_status
+from tests.conftest import env_with_venv, git_status
 
 DATA_STAGES = ["ingest", "preprocess", "impute", "featurize", "split", "synthesize"]
 
@@ -68,16 +68,41 @@ def test_the_users_folder_is_a_dependency_of_ingest_and_everything_downstream(re
     assert "up to date" in repo.dvc("status", "--with-deps", "synthesize").stdout
 
 
-def start_stage(repo, stage: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=repo.path, env=env_with_venv(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+# Runs a stage that stops for good at a known point: it replaces ``target`` (module:attribute) with a
+# wrapper that calls the original first when ``when`` is "after", then leaves ``marker`` and sleeps
+# until the test kills it. The kill then lands at that point, however fast or loaded the machine.
+PAUSED_STAGE = """
+import importlib, runpy, sys, time
+from pathlib import Path
+stage, target, when, marker = sys.argv[1:]
+module, _, attribute = target.partition(":")
+owner = importlib.import_module(module)
+*path, name = attribute.split(".")
+for part in path:
+    owner = getattr(owner, part)
+original = getattr(owner, name)
+def paused(*args, **kwargs):
+    if when == "after":
+        original(*args, **kwargs)
+    Path(marker).write_text(target)
+    time.sleep(3600)
+setattr(owner, name, paused)
+sys.argv = [stage]
+runpy.run_module(f"stages.{stage}", run_name="__main__")
+"""
 
 
-def kill_when(process: subprocess.Popen, ready, seconds: float = 300) -> None:
+def kill_at(repo, stage: str, target: str, when: str, seconds: float = 600) -> None:
+    """Run ``stage`` until it reaches ``target`` (see PAUSED_STAGE), then SIGKILL it."""
+    marker, log = repo.path.parent / f"{stage}.reached", repo.path.parent / f"{stage}.log"
+    with log.open("w") as output:
+        process = subprocess.Popen([sys.executable, "-c", PAUSED_STAGE, stage, target, when, str(marker)],
+                                   cwd=repo.path, env=env_with_venv(), stdout=output, stderr=output,
+                                   start_new_session=True)
     deadline = time.monotonic() + seconds
-    while not ready():
-        assert process.poll() is None, "the stage ended before it could be killed mid-run"
-        assert time.monotonic() < deadline, "the stage never reached the moment to kill it"
+    while not marker.exists():
+        assert process.poll() is None, f"{stage} ended before it reached {target}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"{stage} did not reach {target} within {seconds} s"
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
@@ -85,23 +110,20 @@ def kill_when(process: subprocess.Popen, ready, seconds: float = 300) -> None:
 
 @pytest.mark.slow
 def test_a_killed_stage_leaves_committed_files_as_they_were_and_the_next_run_cleans_up(repo_copy):
-    repo = repo_copy({"ingest": {"synthetic": {"count": 1500}}, "epochs": 8, "batch_size": 16})
+    repo = repo_copy()
     repo.dvc("repro", "train")
     repo.commit("pipeline up to train")
     assert git_status(repo) == ""
 
-    # ingest: killed while it draws images into its staging folder beside data/raw
-    process = start_stage(repo, "ingest")
-    kill_when(process, lambda: any(p.name.startswith(".raw.") and len(list(p.rglob("*.*"))) > 20
-                                   for p in (repo.path / "data").iterdir()))
-    assert temporaries(repo.path), "the kill came too late to leave a staging folder"
+    # ingest: killed with every image drawn into its staging folder beside data/raw, just before it moves into place
+    kill_at(repo, "ingest", "lifecycle.core.io:promote_dir", "before")
+    assert any(p.name.startswith(".raw.") for p in (repo.path / "data").iterdir()), temporaries(repo.path)
     assert git_status(repo) == ""                         # committed files untouched, the leftover ignored
     assert "up to date" in repo.dvc("status", "--with-deps", "train").stdout  # ... and invisible to DVC
 
-    # train: killed after DVCLive logged an epoch into its staging folder beside metrics/train
-    process = start_stage(repo, "train")
-    kill_when(process, lambda: any(p.name.startswith(".train.") and any(p.rglob("accuracy.tsv"))
-                                   for p in (repo.path / "metrics").iterdir()))
+    # train: killed right after DVCLive logged the first epoch into its staging folder beside metrics/train
+    kill_at(repo, "train", "lifecycle.training.log:EpochLog.log", "after")
+    assert any(p.name.startswith(".train.") and any(p.rglob("accuracy.tsv")) for p in (repo.path / "metrics").iterdir())
     assert git_status(repo) == ""
     assert "up to date" in repo.dvc("status", "--with-deps", "train").stdout
 
@@ -114,7 +136,7 @@ def test_a_killed_stage_leaves_committed_files_as_they_were_and_the_next_run_cle
 def test_a_fresh_clone_reaches_mlflow_in_one_command_and_a_no_op_repro_does_nothing(repo_copy, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    origin = repo_copy(TINY_WHOLE_PIPELINE)
+    origin = repo_copy()
     origin.dvc("repro")
     origin.commit("a full run: dvc.lock and metrics, as the repository ships them")
 

@@ -120,6 +120,7 @@ def table_rows(markdown: str) -> list[list[str]]:
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in markdown.splitlines() if line.startswith("|")]
 
 
+@pytest.mark.slow
 def test_the_report_holds_the_params_and_metrics_diffs_with_old_and_new_values(tiny_repo):
     out = tiny_repo.path.parent / "report.md"
     tiny_repo.report("--base", "main", "--out", str(out))
@@ -135,6 +136,7 @@ def test_the_report_holds_the_params_and_metrics_diffs_with_old_and_new_values(t
     assert "`workspace`" in report and "`main`" in report
 
 
+@pytest.mark.slow
 def test_each_changed_headline_metric_is_marked_beyond_or_within_noise(tiny_repo):
     """accuracy 0.6 [0.55, 0.65] -> 0.7 is beyond main's interval; loss 0.9 [0.7, 1.1] -> 0.8 within it."""
     metrics = section(tiny_repo.report("--base", "main").stdout, "Metrics")
@@ -145,6 +147,7 @@ def test_each_changed_headline_metric_is_marked_beyond_or_within_noise(tiny_repo
     assert "_No headline metric changed (2 compared)._" in tiny_repo.report("--base", "change", "--head", "change").stdout
 
 
+@pytest.mark.slow
 def test_the_report_lists_the_changed_plots_with_what_moved(tiny_repo):
     report = tiny_repo.report("--base", "main", "--plots-url", "https://ci.example/run/1").stdout
     plots = section(report, "Plots")
@@ -162,6 +165,7 @@ def test_the_report_lists_the_changed_plots_with_what_moved(tiny_repo):
     assert "(https://ci.example/run/1)" in plots
 
 
+@pytest.mark.slow
 def test_an_unchanged_revision_says_so_and_the_html_is_rendered(tiny_repo, tmp_path):
     report = tiny_repo.report("--base", "change", "--head", "change", "--plots-dir", str(tmp_path / "html")).stdout
     assert "_No param changed._" in section(report, "Params")
@@ -170,11 +174,13 @@ def test_an_unchanged_revision_says_so_and_the_html_is_rendered(tiny_repo, tmp_p
     assert (tmp_path / "html" / "index.html").is_file()
 
 
+@pytest.mark.slow
 def test_comparing_two_commits_needs_no_workspace(tiny_repo):
     report = tiny_repo.report("--base", "main", "--head", "change").stdout
     assert ["params.yaml", "lr", "0.1", "0.2"] in table_rows(section(report, "Params"))
 
 
+@pytest.mark.slow
 def test_an_unknown_base_is_one_sentence_and_exit_2(tiny_repo):
     result = tiny_repo.report("--base", "origin/nowhere", check=False)
     assert result.returncode == 2
@@ -209,6 +215,7 @@ def plot_block(plots: str, name: str) -> str:
     return plots.split(f"**`{name}`**", 1)[1].split("\n**`", 1)[0].split("\nUnchanged:", 1)[0]
 
 
+@pytest.mark.slow
 def test_each_changed_plot_is_embedded_as_a_real_png_and_unchanged_ones_are_not(tiny_repo, tmp_path):
     out = tmp_path / "report" / "pr-report.md"
     tiny_repo.report("--base", "main", "--out", str(out), "--plots-dir", str(tmp_path / "report" / "pr-plots"))
@@ -239,6 +246,7 @@ def test_each_changed_plot_is_embedded_as_a_real_png_and_unchanged_ones_are_not(
     assert (tmp_path / "report" / "pr-plots" / "index.html").is_file()   # the HTML of every plot, still
 
 
+@pytest.mark.slow
 def test_the_drawings_are_reproducible_and_show_both_revisions(tiny_repo, tmp_path):
     for folder in ("a", "b"):
         tiny_repo.report("--base", "main", "--out", str(tmp_path / folder / "r.md"), "--plots-dir", str(tmp_path / folder / "p"))
@@ -278,36 +286,6 @@ def step_index(steps: list[dict], predicate) -> int:
     matches = [i for i, step in enumerate(steps) if predicate(step)]
     assert len(matches) == 1, f"{len(matches)} steps match"
     return matches[0]
-
-
-def test_the_workflow_restores_outputs_before_reproducing_and_posts_with_cml():
-    workflow = yaml.safe_load(WORKFLOW.read_text())
-    trigger = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as true
-    assert "pull_request" in trigger
-    assert workflow["permissions"]["pull-requests"] == "write"
-    steps = workflow_steps()
-    runs = [step.get("run", "") for step in steps]
-    checkout = step_index(steps, lambda s: s.get("uses", "").startswith("actions/checkout@"))
-    assert steps[checkout]["with"]["fetch-depth"] == 0
-    python = step_index(steps, lambda s: s.get("uses", "").startswith("actions/setup-python@"))
-    assert steps[python]["with"]["python-version"] == "3.11"
-    install = step_index(steps, lambda s: "pip install -r requirements.txt" in s.get("run", ""))
-    configure = step_index(steps, lambda s: s.get("id") == "remote")
-    assert "dvc remote add --local" in runs[configure] and "scripts/remote.py check" in runs[configure]
-    assert steps[configure]["env"]["DVC_REMOTE_URL"] == "${{ vars.DVC_REMOTE_URL }}"
-    restore = step_index(steps, lambda s: "scripts/remote.py pull" in s.get("run", ""))
-    assert steps[restore]["if"] == "steps.remote.outputs.available == 'true'"
-    repro = step_index(steps, lambda s: "dvc repro" in s.get("run", ""))
-    assert "dvc repro --pull" in runs[repro]
-    report = step_index(steps, lambda s: "scripts/pr_report.py --base" in s.get("run", ""))
-    assert '--base "$BASE"' in runs[report] and "--plots-dir pr-plots" in runs[report]
-    assert steps[report]["env"]["BASE"] == "origin/${{ github.base_ref }}"
-    cml = step_index(steps, lambda s: s.get("uses", "").startswith("iterative/setup-cml@"))
-    post = step_index(steps, lambda s: "cml comment update" in s.get("run", ""))
-    assert "pr-report.md" in runs[post] and "--watermark-title" in runs[post]
-    assert steps[post]["env"]["REPO_TOKEN"] == "${{ secrets.GITHUB_TOKEN }}"
-    assert checkout < python < install < configure < restore < repro < report < post
-    assert cml < post and not any("github-script" in step.get("uses", "") for step in steps)
 
 
 # The workflow's own shell steps, run on a two-stage pipeline with cached outputs: `prep` (param a)

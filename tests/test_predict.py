@@ -188,6 +188,7 @@ def run_predict(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_the_command_writes_deterministic_csvs(folder, model_dir, tmp_path):
     outputs = []
     for run in ("first", "second"):
@@ -223,6 +224,7 @@ def test_the_stage_reruns_when_the_folder_it_classifies_changes():
     assert validate(PredictParams, params, prefix="predict.").input == "data/raw/images"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["--input", "{folder}"], ["--model", "{model}"], ["pet0.png"]])
 def test_a_run_outside_the_pipeline_needs_an_output_folder_and_leaves_the_stage_outputs_alone(
     args, folder, model_dir

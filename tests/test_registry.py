@@ -204,6 +204,7 @@ def test_promotion_records_are_not_part_of_a_pipeline_state(tmp_path: Path):
 # ----------------------------------------------------------------------------- the registry, in-process
 
 
+@pytest.mark.slow
 def test_promote_refuse_and_roll_back_in_the_default_store(store: Path):
     split = brightness_split()
     uri = f"sqlite:///{store}/mlflow.db"
@@ -247,6 +248,7 @@ def test_promote_refuse_and_roll_back_in_the_default_store(store: Path):
         rollback(registry.Registry.open(uri), PARAMS, None)
 
 
+@pytest.mark.slow
 def test_an_alias_set_by_hand_stays_reachable_by_a_rollback(store: Path):
     split = brightness_split()
     uri = f"sqlite:///{store}/mlflow.db"
@@ -277,6 +279,7 @@ def run_command(repo_root: Path, module: str, environ: dict[str, str]) -> subpro
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_the_command_says_in_one_line_that_the_server_does_not_answer():
     uri = f"http://127.0.0.1:{free_port()}"                                   # nobody listens there
     result = run_command(ROOT, "tracking.promote", {"MLFLOW_TRACKING_URI": uri})
@@ -309,6 +312,7 @@ def trained_model(seed: int, epochs: int, train: Samples, val: Samples) -> torch
     return model
 
 
+@pytest.mark.slow
 def test_trained_models_a_better_one_is_promoted_and_another_seed_is_refused(store: Path):
     train_images, train_labels = faint_squares(512, seed=1)
     val_images, val_labels = faint_squares(300, seed=2)

@@ -34,10 +34,8 @@ import yaml
 from tracking.provenance import TAG_COMMIT, TAG_COMMITS, TAG_STATE
 
 from .conftest import ROOT, RepoCopy, env_with_venv, make_repo_copy
-from .test_model_pipeline import TINY_MODELS
 from .test_tracking import client_for, runs_of
 
-TEAM_PARAMS = {**TINY_MODELS, "tune": {"grid": {"lr": [0.01], "max_epochs": [2]}, "subsample": 0}}
 STAGES = ["ingest", "preprocess", "impute", "featurize", "split", "synthesize", "augment", "eda", "visualize",
           "predict", "tune", "pretrain", "train", "finetune", "frozen_features", "transfer", "evaluate@train",
           "evaluate@finetune", "evaluate@transfer", "select", "mirror"]
@@ -152,7 +150,7 @@ def team(tmp_path_factory) -> Team:
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
     env = {**env_with_venv(), "MLFLOW_TRACKING_URI": tracking_uri}
 
-    copy = make_repo_copy(root / "alice", TEAM_PARAMS)
+    copy = make_repo_copy(root / "alice")
     alice = Clone(copy.path, env)
     alice.dvc("remote", "add", "-d", "storage", str(storage))   # the README's one-time setup, committed
     alice.commit("DVC remote: the team's storage")

@@ -61,6 +61,7 @@ def test_the_remote_flag_is_found_in_any_of_its_spellings_and_everything_passes_
         assert remote.parse(argv) == (("push",), "nfs", argv[1:])
 
 
+@pytest.mark.slow
 def test_no_remote_configured_says_how_to_add_one(repository: Path):
     with pytest.raises(UserError, match=r"no DVC remote is configured; add the team's once and commit it: dvc remote add -d"):
         remote.main(["pull"], root=repository)
@@ -69,6 +70,7 @@ def test_no_remote_configured_says_how_to_add_one(repository: Path):
         remote.main(["pull", "-r", "other"], root=repository)
 
 
+@pytest.mark.slow
 def test_a_folder_remote_that_is_missing_a_file_or_empty_is_refused_before_dvc_runs(repository: Path, tmp_path: Path):
     share = tmp_path / "share" / "dvc-store"
     add_remote(repository, str(share))
@@ -90,6 +92,7 @@ def test_a_folder_remote_that_is_missing_a_file_or_empty_is_refused_before_dvc_r
     assert remote.main(["push"], root=repository) == 0                  # and can be pushed to
 
 
+@pytest.mark.slow
 def test_a_cloud_remote_without_its_package_names_the_install_command(repository: Path):
     add_remote(repository, "s3://team-bucket/cats-vs-dogs")
     try:
@@ -101,6 +104,7 @@ def test_a_cloud_remote_without_its_package_names_the_install_command(repository
         pytest.skip("dvc-s3 is installed here")
 
 
+@pytest.mark.slow
 def test_the_script_prints_one_error_line_and_exits_2(repository: Path, tmp_path: Path):
     add_remote(repository, str(tmp_path / "not-mounted"))
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "remote.py"), "pull"], cwd=repository,

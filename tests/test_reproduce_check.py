@@ -10,7 +10,6 @@ import pytest
 
 from scripts.noise import BEYOND, MISSING, WITHIN, has_intervals, judge, unjudged_changes
 from tests.conftest import env_with_venv
-from tests.test_model_pipeline import TINY_MODELS
 
 
 def entry(old, new) -> dict:
@@ -69,7 +68,7 @@ def headline(repo) -> dict[str, tuple[float, float, float]]:
 
 @pytest.mark.slow
 def test_two_real_runs_that_differ_in_their_numerics_are_judged_against_the_first_ones_intervals(repo_copy):
-    repo = repo_copy(TINY_MODELS)
+    repo = repo_copy()
     repo.dvc("repro", "select")
     repo.commit("first run")
     reference = headline(repo)

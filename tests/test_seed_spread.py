@@ -8,7 +8,6 @@ import sys
 import pytest
 
 from scripts.seed_spread import is_headline, param_columns, seed_runs, spread
-from tests.test_model_pipeline import TINY_MODELS
 from tests.test_pipeline_data import stages_run
 
 MODEL_STAGES = {"check_params", "pretrain", "train", "finetune", "frozen_features", "transfer",
@@ -40,7 +39,7 @@ def test_only_runs_that_differ_by_model_seed_alone_are_summarised():
 
 @pytest.mark.slow
 def test_a_seed_sweep_reruns_the_models_only_and_is_summarised(repo_copy):
-    repo = repo_copy(TINY_MODELS)
+    repo = repo_copy()
     repo.dvc("repro")
     repo.commit("tiny pipeline")
     sweep = repo.dvc("exp", "run", "-S", "model_seed=7")

@@ -397,6 +397,7 @@ def test_the_development_server_binds_loopback_by_default():
     assert parse_args([]).host == "127.0.0.1"
 
 
+@pytest.mark.slow
 def test_the_development_command_reports_a_bad_setting_in_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "serving", "--model", str(tmp_path / "none")], cwd=ROOT,
                             env=dict(os.environ, SERVE_MAX_IMAGES="lots"), capture_output=True, text=True, timeout=120)
@@ -441,6 +442,7 @@ def gunicorn_server(model_dir):
         process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_the_service_under_gunicorn(gunicorn_server, model_dir):
     data = encode(picture(10), "JPEG")
     response = requests.post(f"{gunicorn_server}/predict", files={"image": ("pet.jpg", data)}, timeout=30)
@@ -454,6 +456,7 @@ def test_the_service_under_gunicorn(gunicorn_server, model_dir):
     assert requests.get(f"{gunicorn_server}/health", timeout=10).json()["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_gunicorn_without_a_model_starts_and_says_why_it_is_not_ready(tmp_path):
     port = free_port()
     env = dict(os.environ, SERVE_MODEL=str(tmp_path / "none"), SERVE_BIND=f"127.0.0.1:{port}", SERVE_WORKERS="1")
@@ -477,6 +480,7 @@ def test_gunicorn_without_a_model_starts_and_says_why_it_is_not_ready(tmp_path):
     assert "no model to serve yet" in stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variable, value", [("SERVE_THREADS", "lots"), ("SERVE_WORKERS", "0"), ("SERVE_MAX_PIXELS", "-1")])
 def test_a_bad_server_setting_stops_gunicorn_naming_it(variable, value):
     env = dict(os.environ, SERVE_BIND=f"127.0.0.1:{free_port()}", **{variable: value})
@@ -568,6 +572,7 @@ def live_server(app):
     server.shutdown()
 
 
+@pytest.mark.slow
 def test_the_upload_page_in_a_headless_browser(browser, live_server, tmp_path, model_dir):
     image = tmp_path / "pet.jpg"
     image.write_bytes(encode(picture(11, size=(320, 240)), "JPEG"))

@@ -24,7 +24,10 @@ import requests
 import torch
 import yaml
 
+from lifecycle.core.params import load_params
+from lifecycle.evaluation import interval_keys, with_intervals
 from lifecycle.models import ModelSpec, SeedCNN, load_model, save_model, to_model_input
+from lifecycle.selection import selection_metrics
 from tracking import flavours, mirror, provenance, snapshot, spool, store
 
 from .conftest import ROOT, env_with_venv
@@ -166,8 +169,13 @@ def write_model_state(root: Path, lr: float = 0.01, seed: int = 0, image_size: i
     spec = ModelSpec("seed_cnn", ["cat", "dog"], image_size, arguments={"channels": [4]})
     save_model(SeedCNN(image_size, 2, (4,)), spec, root / "models/best")
     (root / "metrics/select/plots/metrics/val").mkdir(parents=True, exist_ok=True)
-    (root / "metrics/select.json").write_text(
-        json.dumps({"model": "train", "test": {"accuracy": 0.5 + lr, "f1": 0.25}, "valid": True}, indent=2)
+    scores = {"accuracy": 0.5 + lr, "precision": 0.5, "recall": 0.5, "f1": 0.25, "roc_auc": 0.5}
+    split = with_intervals(scores, {key: scores[name] + step for name in scores
+                                    for key, step in zip(interval_keys(name), (-0.125, 0.125))})
+    against = {"model": "finetune", "paired_test": "mcnemar_exact", "p_value": 0.5, "discordant": 4,
+               "beyond_noise": False}
+    (root / "metrics/select.json").write_text(  # the shape select writes
+        json.dumps(selection_metrics("train", {"val": split, "test": split}, against), indent=2)
     )
     losses = [1.0, 0.5 - lr, 0.25 - lr]
     (root / "metrics/select/plots/metrics/val/loss.tsv").write_text(
@@ -185,8 +193,10 @@ def workspace(tmp_path: Path, empty_store: Path) -> Path:
     root.mkdir()
     (root / ".dvc").mkdir()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params.update({"lr": 0.01, "train": {"lr": 0.001, "epochs": 2, "channels": [4], "scheduler": None}})
+    params.update({"lr": 0.01, "epochs": 2})
+    params["train"]["channels"] = [4]
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    load_params(root / "params.yaml")  # what the schema accepts, as a real workspace's params
     (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/.mlflow-spool/\n")
     write_model_state(root)
     for line in (["init", "-q", "-b", "main"], ["config", "user.email", "t@example.com"], ["config", "user.name", "t"],
@@ -612,7 +622,7 @@ def test_temp_and_queued_experiments_mirror_into_the_real_root(repo_copy, tmp_pa
         assert run.data.params["lr"] == str(lr)
         assert run.data.tags[provenance.TAG_COMMIT] == baseline == run.data.tags[provenance.TAG_BASELINE]
         assert run.data.tags[provenance.TAG_DIRTY] == "true"               # its params are not the commit's
-        assert run.data.metrics["select/test.accuracy"] == pytest.approx(0.5 + lr, abs=1e-12)
+        assert run.data.metrics["select/best.test.accuracy"] == pytest.approx(0.5 + lr, abs=1e-12)
 
     repo.run(sys.executable, "-m", "stages.mirror", "--all-experiments", timeout=600)  # backfill: same runs
     after = {run.data.tags.get(provenance.TAG_EXP_NAME, ""): run for run in runs_of(client)}
@@ -703,6 +713,7 @@ print(json.dumps({"sent": len(report.sent), "calls": calls}))
 """
 
 
+@pytest.mark.slow
 def test_a_mirror_into_the_sqlite_store_calls_no_network(workspace: Path):
     """No request leaves the machine: MLflow's usage telemetry would fetch its config on a logged
     model. In a plain process, since MLflow turns telemetry off by itself under pytest."""

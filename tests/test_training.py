@@ -196,6 +196,7 @@ def test_a_failed_run_leaves_the_committed_curves_as_they_were(separable, tmp_pa
     assert (tmp_path / "live" / "metrics.json").read_text() == "the committed summary\n"
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_under_torchrun_agree_and_only_rank_0_writes(tmp_path):
     env = env_with_venv()
     env["PYTHONPATH"] = str(ROOT)

@@ -199,6 +199,7 @@ def test_data_too_small_for_the_folds_or_the_sampler_names_the_key(tiny_images):
         tune(images, labels, CLASSES, tiny_params(folds=13, subsample=0), None, SEED)
 
 
+@pytest.mark.slow
 def test_the_stage_stops_on_a_bad_grid_key_with_one_line(repo_copy):
     repo = repo_copy({"tune": {"grid": {"learning_rate": [0.1]}}})
     result = repo.run(sys.executable, "-m", "stages.tune", check=False)
@@ -220,8 +221,9 @@ def test_tune_searches_the_unbalanced_split_and_reads_the_sampler_s_params():
 
 @pytest.mark.slow
 def test_dvc_repro_tune_twice_gives_the_same_lock(repo_copy):
-    tiny = {"grid": {"lr": [0.01, 0.001], "max_epochs": [1, 2]}, "subsample": 60, "channels": [2]}
-    repo = repo_copy({"tune": tiny, "synthesize": {"k_neighbors": 3}})
+    # four fits per fold on a stratified draw of 60 images (SMOTE's neighbours fit in its folds)
+    repo = repo_copy({"tune": {"grid": {"lr": [0.01, 0.001], "max_epochs": [1, 2]}, "subsample": 60},
+                      "synthesize": {"k_neighbors": 3}})
     repo.dvc("repro", "tune")
     lock = (repo.path / "dvc.lock").read_text()
     results = (repo.path / "plots" / "tune" / "results.csv").read_bytes()
