@@ -24,6 +24,7 @@ from lifecycle.core.errors import UserError
 from lifecycle.core.images import DEFAULT_MAX_PIXELS, load_array
 from lifecycle.models import ModelSpec, SeedCNN, load_model, save_model, to_model_input
 from serving import create_app
+from tests.servers import free_port, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["cat", "dog"]
