@@ -12,7 +12,7 @@ import numpy as np
 from lifecycle.augmentation import BatchAugmentation, preview
 from lifecycle.core import paths
 from lifecycle.core.errors import run_stage
-from lifecycle.core.io import read_arrays, read_json
+from lifecycle.core.io import read_labelled
 from lifecycle.core.params import load_params
 from lifecycle.figures import image_grid, save_figure
 
@@ -22,8 +22,7 @@ PREVIEW = paths.PLOTS / "augment_preview.png"
 def main() -> None:
     pipeline = load_params()
     params, seed = pipeline.augment, pipeline.seed
-    train = read_arrays(paths.TRAIN_BALANCED)
-    classes = read_json(paths.CLASSES)["classes"]
+    train, classes = read_labelled(paths.TRAIN_BALANCED)
     originals = np.flatnonzero(~train["synthetic"])
     chosen = np.random.default_rng(seed).choice(originals, size=min(params.preview_images, len(originals)), replace=False)
     tiles = preview(train["images"][chosen], BatchAugmentation.from_params(params), params.preview_variants, seed)

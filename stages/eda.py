@@ -13,7 +13,7 @@ from lifecycle.core import paths
 from lifecycle.core.errors import run_stage
 from lifecycle.core.io import (
     read_arrays,
-    read_json,
+    read_labelled,
     write_csv_atomic,
     write_json_atomic,
 )
@@ -37,8 +37,7 @@ def main() -> None:
     clean = read_manifest(paths.CLEAN_MANIFEST)
     imputed = read_manifest(paths.IMPUTED_MANIFEST)
     features = read_arrays(paths.FEATURES)
-    balanced = read_arrays(paths.TRAIN_BALANCED)
-    classes = read_json(paths.CLASSES)["classes"]
+    balanced, classes = read_labelled(paths.TRAIN_BALANCED)
 
     panels = {
         "as ingested": exploration.raw_labels(raw),

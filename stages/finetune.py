@@ -14,41 +14,26 @@ from lifecycle.augmentation import Augmenting
 from lifecycle.backbones import finetune_groups, load_backbone
 from lifecycle.core import paths
 from lifecycle.core.errors import run_stage
-from lifecycle.core.io import read_arrays, read_json
 from lifecycle.core.params import load_params
-from lifecycle.models import ModelSpec, check_architecture, check_image_size, load_spec
-from lifecycle.training.loop import FitConfig, Samples, image_preparer
-from lifecycle.training.stage import fit_stage
+from lifecycle.models import check_architecture, check_image_size, load_spec
+from lifecycle.training.loop import FitConfig
+from lifecycle.training.stage import classifier_spec, fit_stage
 
 
 def main() -> None:
     pipeline = load_params()
     params, augment, seed = pipeline.finetune, pipeline.augment, pipeline.model_seed
     check_architecture(params.architecture, "finetune.architecture", allow_seed_cnn=False)
-    classes = read_json(paths.CLASSES)
     backbone = paths.PRETRAINED / params.architecture
     pretrained = load_spec(backbone)
-    train = read_arrays(paths.TRAIN_BALANCED)
-    val = read_arrays(paths.VAL)
-    spec = ModelSpec(
-        architecture=params.architecture,
-        classes=list(classes["classes"]),
-        image_size=int(classes["image_size"]),
-        mean=pretrained.mean,
-        std=pretrained.std,
-    )
+    spec = classifier_spec(params.architecture, mean=pretrained.mean, std=pretrained.std)
     with fit_stage("finetune") as stage:
         model = stage.seeded(lambda: load_backbone(backbone, len(spec.classes)), seed)
         check_image_size(model, spec.architecture, spec.image_size)
-        stage.fit_and_save(
+        stage.fit_classifier(
             model,
-            Samples.from_images(train["images"], train["labels"]),
-            Samples.from_images(val["images"], val["labels"]),
-            FitConfig(epochs=params.epochs, batch_size=params.batch_size, lr=params.lr_head, seed=seed,
-                      weight_decay=params.weight_decay, name="finetune"),
+            FitConfig.of(params, lr=params.lr_head, seed=seed, name="finetune"),
             spec,
-            paths.model_dir("finetune"),
-            prepare=image_preparer(spec.mean, spec.std),
             transform=Augmenting(augment) if params.augment else None,
             param_groups=finetune_groups(model, params.lr_backbone, params.lr_head),
             info={"backbone": pretrained.info.get("weights", "pretext"),

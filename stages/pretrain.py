@@ -16,23 +16,12 @@ from contextlib import nullcontext
 from lifecycle.augmentation import Augmenting
 from lifecycle.core import paths
 from lifecycle.core.errors import run_stage
-from lifecycle.core.io import atomic_dir, read_arrays, read_json
+from lifecycle.core.io import atomic_dir, read_json
 from lifecycle.core.params import load_params
-from lifecycle.models import (
-    ModelSpec,
-    build_model,
-    check_architecture,
-    check_image_size,
-    save_model,
-)
-from lifecycle.pretraining import (
-    RotationPretext,
-    fetch_imagenet,
-    pretext_spec,
-    rotated_for_validation,
-)
+from lifecycle.models import build_model, check_architecture, check_image_size, save_model
+from lifecycle.pretraining import RotationPretext, fetch_imagenet, pretext_spec, rotated_for_validation
 from lifecycle.training.loop import FitConfig, Samples, image_preparer
-from lifecycle.training.stage import fit_stage
+from lifecycle.training.stage import classifier_spec, fit_stage, read_samples
 
 
 def main() -> None:
@@ -41,10 +30,8 @@ def main() -> None:
     check_architecture(pipeline.finetune.architecture, "finetune.architecture", allow_seed_cnn=False)
     check_architecture(pipeline.transfer.architecture, "transfer.architecture", allow_seed_cnn=False)
     architectures = sorted({pipeline.finetune.architecture, pipeline.transfer.architecture})
-    classes = read_json(paths.CLASSES)
-    image_size = int(classes["image_size"])
-    train = read_arrays(paths.TRAIN)
-    val = read_arrays(paths.VAL)
+    image_size = int(read_json(paths.CLASSES)["image_size"])
+    train, val = read_samples(paths.TRAIN), read_samples(paths.VAL)
 
     with fit_stage("pretrain") as stage, (atomic_dir(paths.PRETRAINED) if stage.cluster.is_main else nullcontext()) as staging:
         summary = {}
@@ -57,8 +44,7 @@ def main() -> None:
                     print(f"pretrain {architecture}: ImageNet weights {spec.info['file']} (sha256 {spec.info['sha256'][:12]})")
                 continue
             if params.weights == "none":
-                spec = ModelSpec(architecture=architecture, classes=list(classes["classes"]), image_size=image_size,
-                                 info={"weights": "none", "model_seed": seed})
+                spec = classifier_spec(architecture, info={"weights": "none", "model_seed": seed})
                 model = stage.seeded(lambda: build_model(spec), seed)
                 check_image_size(model, architecture, image_size)
                 if stage.cluster.is_main:
@@ -72,10 +58,9 @@ def main() -> None:
             stage.log_under(f"{architecture}/")
             stage.fit_and_save(
                 model,
-                Samples.from_images(train["images"], train["labels"]),
-                Samples(*rotated_for_validation(Samples.from_images(val["images"], val["labels"]).inputs)),
-                FitConfig(epochs=params.epochs, batch_size=params.batch_size, lr=params.lr, seed=seed,
-                          weight_decay=params.weight_decay, name=f"pretrain {architecture}"),
+                train,
+                Samples(*rotated_for_validation(val.inputs)),
+                FitConfig.of(params, lr=params.lr, seed=seed, name=f"pretrain {architecture}"),
                 spec,
                 folder,
                 prepare=image_preparer(spec.mean, spec.std),

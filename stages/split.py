@@ -11,8 +11,7 @@ from lifecycle.core import paths
 from lifecycle.core.errors import run_stage
 from lifecycle.core.io import (
     atomic_dir,
-    read_arrays,
-    read_json,
+    read_labelled,
     write_arrays_atomic,
     write_counts_atomic,
     write_json_atomic,
@@ -25,8 +24,7 @@ from lifecycle.splitting import SPLIT_NAMES, content_groups, split_indices
 def main() -> None:
     pipeline = load_params()
     params, seed = pipeline.split, pipeline.seed
-    features = read_arrays(paths.FEATURES)
-    classes = read_json(paths.CLASSES)["classes"]
+    features, classes = read_labelled(paths.FEATURES)
     indices = split_indices(features["labels"], content_groups(features["images"]), params, seed)
     with atomic_dir(paths.SPLITS) as staging:
         for name in SPLIT_NAMES:

@@ -10,8 +10,7 @@ from __future__ import annotations
 from lifecycle.core import paths
 from lifecycle.core.errors import run_stage
 from lifecycle.core.io import (
-    read_arrays,
-    read_json,
+    read_labelled,
     write_arrays_atomic,
     write_counts_atomic,
     write_json_atomic,
@@ -24,8 +23,7 @@ from lifecycle.synthesis import balance
 def main() -> None:
     pipeline = load_params()
     params, seed = pipeline.synthesize, pipeline.seed
-    train = read_arrays(paths.TRAIN)
-    classes = read_json(paths.CLASSES)["classes"]
+    train, classes = read_labelled(paths.TRAIN)
     images, labels, synthetic = balance(train["images"], train["labels"], params, seed)
     write_arrays_atomic(paths.TRAIN_BALANCED, images=images, labels=labels, synthetic=synthetic)
     before, after = class_counts(train["labels"], classes), class_counts(labels, classes)

@@ -9,45 +9,27 @@ params: model_seed, lr, epochs, batch_size, train.*, augment.{hflip,rotation,cro
 from __future__ import annotations
 
 from lifecycle.augmentation import Augmenting
-from lifecycle.core import paths
 from lifecycle.core.errors import run_stage
-from lifecycle.core.io import read_arrays, read_json
 from lifecycle.core.params import load_params
-from lifecycle.models import (
-    ModelSpec,
-    build_model,
-    check_architecture,
-    check_image_size,
-)
-from lifecycle.training.loop import FitConfig, Samples, image_preparer
-from lifecycle.training.stage import fit_stage
+from lifecycle.models import build_model, check_architecture, check_image_size
+from lifecycle.training.loop import FitConfig
+from lifecycle.training.stage import classifier_spec, fit_stage
 
 
 def main() -> None:
     pipeline = load_params()
     params, augment, seed = pipeline.train, pipeline.augment, pipeline.model_seed
     check_architecture(params.architecture, "train.architecture", allow_seed_cnn=True)
-    classes = read_json(paths.CLASSES)
-    train = read_arrays(paths.TRAIN_BALANCED)
-    val = read_arrays(paths.VAL)
-    spec = ModelSpec(
-        architecture=params.architecture,
-        classes=list(classes["classes"]),
-        image_size=int(classes["image_size"]),
-        arguments={"channels": list(params.channels)} if params.architecture == "seed_cnn" else {},
-    )
+    spec = classifier_spec(params.architecture,
+                           arguments={"channels": list(params.channels)} if params.architecture == "seed_cnn" else {})
     with fit_stage("train") as stage:
         model = stage.seeded(lambda: build_model(spec), seed)
         check_image_size(model, spec.architecture, spec.image_size)
-        stage.fit_and_save(
+        stage.fit_classifier(
             model,
-            Samples.from_images(train["images"], train["labels"]),
-            Samples.from_images(val["images"], val["labels"]),
             FitConfig(epochs=pipeline.epochs, batch_size=pipeline.batch_size, lr=pipeline.lr, seed=seed,
                       weight_decay=params.weight_decay, name="train"),
             spec,
-            paths.model_dir("train"),
-            prepare=image_preparer(spec.mean, spec.std),
             transform=Augmenting(augment) if params.augment else None,
             info={"params": {"lr": pipeline.lr, "epochs": pipeline.epochs, "batch_size": pipeline.batch_size,
                              "train": params.model_dump(), "model_seed": seed,

@@ -16,36 +16,28 @@ from torch import nn
 from lifecycle.backbones import FeatureScaling, attach_head, load_backbone
 from lifecycle.core import paths
 from lifecycle.core.errors import run_stage
-from lifecycle.core.io import read_arrays, read_json
+from lifecycle.core.io import read_arrays
 from lifecycle.core.params import load_params
-from lifecycle.models import ModelSpec, load_spec
+from lifecycle.models import load_spec
 from lifecycle.training.loop import FitConfig, Samples, features_preparer
-from lifecycle.training.stage import fit_stage
+from lifecycle.training.stage import classifier_spec, fit_stage
 
 
 def main() -> None:
     pipeline = load_params()
     params, seed = pipeline.transfer, pipeline.model_seed
-    classes = read_json(paths.CLASSES)
     backbone = paths.PRETRAINED / params.architecture
     pretrained = load_spec(backbone)
     features = read_arrays(paths.FROZEN_FEATURES)
     scaling = FeatureScaling.of(torch.from_numpy(features["train_features"]))
     train = Samples(scaling.apply(torch.from_numpy(features["train_features"])), torch.from_numpy(features["train_labels"]))
     val = Samples(scaling.apply(torch.from_numpy(features["val_features"])), torch.from_numpy(features["val_labels"]))
-    spec = ModelSpec(
-        architecture=params.architecture,
-        classes=list(classes["classes"]),
-        image_size=int(classes["image_size"]),
-        mean=pretrained.mean,
-        std=pretrained.std,
-    )
+    spec = classifier_spec(params.architecture, mean=pretrained.mean, std=pretrained.std)
     with fit_stage("transfer") as stage:
         head = stage.seeded(lambda: nn.Linear(train.inputs.shape[1], len(spec.classes)), seed)
         stage.fit_and_save(
             head, train, val,
-            FitConfig(epochs=params.epochs, batch_size=params.batch_size, lr=params.lr, seed=seed,
-                      weight_decay=params.weight_decay, name="transfer"),
+            FitConfig.of(params, lr=params.lr, seed=seed, name="transfer"),
             spec,
             paths.model_dir("transfer"),
             prepare=features_preparer(),

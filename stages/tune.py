@@ -15,8 +15,7 @@ import time
 from lifecycle.core import paths
 from lifecycle.core.errors import run_stage
 from lifecycle.core.io import (
-    read_arrays,
-    read_json,
+    read_labelled,
     write_counts_atomic,
     write_csv_atomic,
     write_json_atomic,
@@ -32,8 +31,7 @@ def main() -> None:
     params, seed = pipeline.tune, pipeline.seed
     check_tune_params(params)
     sampler = make_sampler(pipeline.synthesize, seed)
-    train = read_arrays(paths.TRAIN)
-    classes = read_json(paths.CLASSES)["classes"]
+    train, classes = read_labelled(paths.TRAIN)
 
     fits = math.prod(len(values) for values in params.grid.values()) * params.folds
     bar = progress(range(fits), desc="tune: fits", total=fits)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from lifecycle.core import paths
 from lifecycle.core.errors import run_stage
-from lifecycle.core.io import read_arrays, read_json
+from lifecycle.core.io import read_labelled
 from lifecycle.core.params import load_params
 from lifecycle.exploration import pick_samples
 from lifecycle.figures import image_grid, save_figure
@@ -19,8 +19,7 @@ SAMPLES = paths.PLOTS / "samples.png"
 def main() -> None:
     pipeline = load_params()
     params, seed = pipeline.visualize, pipeline.seed
-    train = read_arrays(paths.TRAIN_BALANCED)
-    classes = read_json(paths.CLASSES)["classes"]
+    train, classes = read_labelled(paths.TRAIN_BALANCED)
     chosen = pick_samples(train["labels"], params.rows * params.columns, seed)
     titles = [
         f"{classes[train['labels'][i]]} ({train['labels'][i]})" + (" SMOTE" if train["synthetic"][i] else "")

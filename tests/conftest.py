@@ -113,6 +113,13 @@ def repo_copy(tmp_path: Path):
 
 
 @pytest.fixture
+def default_mlflow_store(monkeypatch) -> None:
+    """No tracking server or experiment name from the caller's environment: the mirror writes the repository's own store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+
+
+@pytest.fixture
 def tiny_images() -> tuple[np.ndarray, np.ndarray]:
     """40 random 32x32 RGB uint8 images and imbalanced labels (28 cats, 12 dogs)."""
     rng = np.random.default_rng(0)

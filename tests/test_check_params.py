@@ -113,9 +113,7 @@ def test_a_bad_value_is_refused_with_one_sentence_and_the_output_is_left_alone(t
 
 
 @pytest.mark.slow
-def test_a_refused_experiment_leaves_the_workspace_as_it_was(repo_copy, monkeypatch, tmp_path):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+def test_a_refused_experiment_leaves_the_workspace_as_it_was(repo_copy, default_mlflow_store, tmp_path):
     repo = repo_copy()
     repo.dvc("repro")
     repo.commit("a full run")

@@ -22,15 +22,13 @@ from tracking import flavours, image_model, mirror
 from tracking.store import EXPERIMENT, global_store
 
 from .conftest import ROOT, env_with_venv
+from .servers import free_port, stop_process_group, wait_until_up
 from .test_tracking import (  # noqa: F401  (fixtures)
     MLFLOW,
     SERVE_START_S,
     client_for,
     empty_store,
-    free_port,
     runs_of,
-    stop_process_group,
-    wait_until_up,
     workspace,
 )
 

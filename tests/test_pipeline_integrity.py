@@ -133,9 +133,7 @@ def test_a_killed_stage_leaves_committed_files_as_they_were_and_the_next_run_cle
 
 
 @pytest.mark.slow
-def test_a_fresh_clone_reaches_mlflow_in_one_command_and_a_no_op_repro_does_nothing(repo_copy, tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+def test_a_fresh_clone_reaches_mlflow_in_one_command_and_a_no_op_repro_does_nothing(repo_copy, tmp_path, default_mlflow_store):
     origin = repo_copy()
     origin.dvc("repro")
     origin.commit("a full run: dvc.lock and metrics, as the repository ships them")

@@ -31,11 +31,11 @@ from tracking.rollback import rollback
 from tracking.store import CANDIDATE, REGISTERED_MODEL
 
 from .conftest import ROOT, env_with_venv
+from .servers import free_port
 from .test_tracking import (  # noqa: F401 (empty_store and mlflow_server are fixtures)
     add_model_stub,
     client_for,
     empty_store,
-    free_port,
     mlflow_server,
     write_model_state,
 )

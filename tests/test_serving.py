@@ -5,7 +5,6 @@ import base64
 import io
 import os
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from lifecycle.core.errors import UserError
 from lifecycle.core.images import DEFAULT_MAX_PIXELS, load_array
 from lifecycle.models import ModelSpec, SeedCNN, load_model, save_model, to_model_input
 from serving import create_app
+from tests.servers import free_port, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["cat", "dog"]
@@ -407,26 +407,6 @@ def test_the_development_command_reports_a_bad_setting_in_one_line(tmp_path):
 
 # --- real processes: gunicorn, and the page in a headless browser ---------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{process.args} exited {process.returncode}: {process.stderr.read()}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:  # not listening yet, or a worker still loading the model
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer within {timeout}s")
-
-
 @pytest.fixture
 def gunicorn_server(model_dir):
     port = free_port()
@@ -435,7 +415,7 @@ def gunicorn_server(model_dir):
     gunicorn = [sys.executable, "-m", "gunicorn", "-c", "serving/gunicorn.conf.py"]  # the production command
     process = subprocess.Popen(gunicorn, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(f"http://127.0.0.1:{port}/health", process)
+        wait_until_up(process, f"http://127.0.0.1:{port}/health")
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
@@ -501,7 +481,7 @@ class Browser:
         self.process = subprocess.Popen([driver, f"--port={port}"], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         self.base = f"http://127.0.0.1:{port}"
-        wait_for(f"{self.base}/status", self.process, timeout=30)
+        wait_until_up(self.process, f"{self.base}/status", seconds=30)
         options = {"binary": binary, "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
                                               "--disable-dev-shm-usage", "--window-size=900,760"]}
         answer = self._call("POST", "/session",

@@ -24,20 +24,11 @@ import torch
 
 from benchmarks.stalled_clients import nginx_binary, open_stalled, start_nginx, wait_closed
 from lifecycle.models import ModelSpec, SeedCNN, save_model
-from tests.test_serving import CLASSES, encode, free_port, make_model, offline_probabilities, picture
+from tests.servers import free_port, stop_process_group
+from tests.test_serving import CLASSES, encode, make_model, offline_probabilities, picture
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def stop_group(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 class Server:
@@ -90,8 +81,8 @@ class Server:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        stop_group(self.nginx)
-        stop_group(self.process)
+        stop_process_group(self.nginx)
+        stop_process_group(self.process)
 
 
 def predict(url: str, data: bytes, timeout: float = 30) -> requests.Response:
@@ -160,7 +151,7 @@ def test_the_production_stack_keeps_the_limits(served):
     answer = requests.post(f"{server.url}/predict", files=many, timeout=60)
     assert answer.status_code == 400 and "too many images: 200" in answer.json()["error"]
     assert requests.post(f"{server.url}/predict", json={"image": "x"}, timeout=30).status_code == 400
-    stop_group(server.process)  # gunicorn down: nginx answers for it, in JSON
+    stop_process_group(server.process)  # gunicorn down: nginx answers for it, in JSON
     down = requests.get(f"{server.url}/health", timeout=30)
     assert down.status_code == 503 and "not answering" in down.json()["error"]
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +29,7 @@ from lifecycle.selection import selection_metrics
 from tracking import flavours, mirror, provenance, snapshot, spool, store
 
 from .conftest import ROOT, env_with_venv
+from .servers import free_port, stop_process_group, wait_until_up
 
 MLFLOW = str(Path(sys.executable).parent / "mlflow")
 SERVER_START_S = 120     # bounded waits: a server or model server that is not up by then fails the test
@@ -204,37 +203,6 @@ def workspace(tmp_path: Path, empty_store: Path) -> Path:
         subprocess.run(["git", *line], cwd=root, check=True, capture_output=True)
     shutil.copy(empty_store, root / "mlflow.db")
     return root
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def stop_process_group(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
-
-
-def wait_until_up(process: subprocess.Popen, url: str, seconds: float, log: Path) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{url} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    stop_process_group(process)
-    raise AssertionError(f"{url} did not answer within {seconds} s:\n{log.read_text()[-3000:]}")
 
 
 class MlflowServer:
@@ -599,9 +567,7 @@ def wait_for_queue(repo, seconds: float = 600) -> None:
 
 
 @pytest.mark.slow
-def test_temp_and_queued_experiments_mirror_into_the_real_root(repo_copy, tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+def test_temp_and_queued_experiments_mirror_into_the_real_root(repo_copy, tmp_path, default_mlflow_store):
     repo = repo_copy({"lr": 0.01})
     add_model_stub(repo)
     repo.dvc("repro")
@@ -635,11 +601,9 @@ def test_temp_and_queued_experiments_mirror_into_the_real_root(repo_copy, tmp_pa
 
 
 @pytest.mark.slow
-def test_queued_experiments_of_one_state_share_its_run_and_each_is_found_by_name(repo_copy, monkeypatch):
+def test_queued_experiments_of_one_state_share_its_run_and_each_is_found_by_name(repo_copy, default_mlflow_store):
     """One run per pipeline state; a second experiment with the same state, and one identical
     to main, add their names to that run instead of renaming it or going missing."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     repo = repo_copy({"lr": 0.01})
     add_model_stub(repo)
     repo.dvc("repro")

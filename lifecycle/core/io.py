@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from lifecycle.core.errors import UserError
-from lifecycle.core.paths import relative
+from lifecycle.core.paths import CLASSES, relative
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -167,6 +167,11 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
         raise UserError(f"{relative(path)} does not exist; run the stage that writes it first (dvc repro).")
     with np.load(path, allow_pickle=False) as archive:
         return {name: archive[name] for name in archive.files}
+
+
+def read_labelled(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    """A data stage's arrays, and the class names their ``labels`` index (``data/processed/classes.json``)."""
+    return read_arrays(path), read_json(CLASSES)["classes"]
 
 
 def file_sha256(path: Path) -> str:

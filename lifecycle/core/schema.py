@@ -171,31 +171,30 @@ class TrainParams(Section):
         return value
 
 
-class PretrainParams(Section):
-    weights: Literal["pretext", "imagenet", "none"]
+class FitSection(Section):
+    """What the sections of the stages that fit a backbone share: their own fit settings."""
+
     epochs: int = Field(ge=1)
-    lr: LearningRate
     batch_size: int = Field(ge=1)
     weight_decay: float = Field(ge=0.0)
+
+
+class PretrainParams(FitSection):
+    weights: Literal["pretext", "imagenet", "none"]
+    lr: LearningRate
     augment: bool
 
 
-class FinetuneParams(Section):
+class FinetuneParams(FitSection):
     architecture: str
-    epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
     lr_backbone: LearningRate
     lr_head: LearningRate
-    weight_decay: float = Field(ge=0.0)
     augment: bool
 
 
-class TransferParams(Section):
+class TransferParams(FitSection):
     architecture: str
-    epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
     lr: LearningRate
-    weight_decay: float = Field(ge=0.0)
 
 
 class TuneParams(Section):

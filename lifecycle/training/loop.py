@@ -33,6 +33,7 @@ from torch.utils.data import DistributedSampler
 
 from lifecycle.core import numerics
 from lifecycle.core.progress import progress
+from lifecycle.core.schema import FitSection
 from lifecycle.models import image_preparer, predict_logits
 from lifecycle.training.runtime import Cluster, batch_seed
 
@@ -118,6 +119,12 @@ class FitConfig:
     seed: int                   # batch order and the batch transform's random draws
     weight_decay: float = 0.0   # Adam's L2 penalty
     name: str = "train"         # for progress bars and the log
+
+    @classmethod
+    def of(cls, section: FitSection, lr: float, seed: int, name: str) -> "FitConfig":
+        """The fit that a stage's own params section describes (pretrain, finetune, transfer)."""
+        return cls(epochs=section.epochs, batch_size=section.batch_size, lr=lr, seed=seed,
+                   weight_decay=section.weight_decay, name=name)
 
 
 @dataclasses.dataclass

@@ -25,10 +25,24 @@ import torch.distributed as dist
 from torch import nn
 
 from lifecycle.core import paths
-from lifecycle.models import ModelSpec, save_model
+from lifecycle.core.io import read_arrays, read_json
+from lifecycle.models import ModelSpec, image_preparer, save_model
 from lifecycle.training.log import EpochLog
 from lifecycle.training.loop import BatchTransform, FitConfig, FitResult, Samples, fit
 from lifecycle.training.runtime import Cluster, distributed, seed_everything
+
+
+def read_samples(path: Path) -> Samples:
+    """A split's images and labels, as the data stages write them (``data/processed/*.npz``)."""
+    arrays = read_arrays(path)
+    return Samples.from_images(arrays["images"], arrays["labels"])
+
+
+def classifier_spec(architecture: str, **fields: Any) -> ModelSpec:
+    """A model of ``architecture`` for the dataset's classes and image size (``data/processed/classes.json``)."""
+    classes = read_json(paths.CLASSES)
+    return ModelSpec(architecture=architecture, classes=list(classes["classes"]), image_size=int(classes["image_size"]),
+                     **fields)
 
 
 @dataclasses.dataclass
@@ -82,6 +96,14 @@ class FitStage:
             print(f"{config.name}: kept epoch {self.summary['best_epoch']} "
                   f"(val accuracy {self.summary['val']['accuracy']:.4f})")
         return result
+
+    def fit_classifier(self, model: nn.Module, config: FitConfig, spec: ModelSpec, *, info: dict[str, Any],
+                       transform: BatchTransform | None = None,
+                       param_groups: list[dict[str, Any]] | None = None) -> FitResult:
+        """Fit an image classifier on the balanced training split, kept by ``val``; saved to ``models/<stage>``."""
+        return self.fit_and_save(model, read_samples(paths.TRAIN_BALANCED), read_samples(paths.VAL), config, spec,
+                                 paths.model_dir(self.name), info=info, prepare=image_preparer(spec.mean, spec.std),
+                                 transform=transform, param_groups=param_groups)
 
 
 @contextlib.contextmanager
