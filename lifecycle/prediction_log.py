@@ -1,0 +1,173 @@
+"""The prediction log: one JSON line per served image, append-only, rotated by size.
+
+The service appends (:class:`PredictionLog`); the ``monitor`` stage and the feedback lookup
+read (:func:`read_log`). One format, one module, so writer and readers cannot drift apart.
+
+Layout, in one folder (``serve.log_dir``): ``predictions.jsonl`` is written; when it would
+pass ``max_bytes`` it becomes ``predictions.1.jsonl``, the older ones shift up, and at most
+``backups`` of them are kept. Records never span two files.
+
+Safe under gunicorn's several worker processes and their threads at once: a record is one
+``write`` of a whole line to a file opened with ``O_APPEND``, under an exclusive lock on
+``.lock`` beside the log (held also while rotating). A worker killed mid-write leaves at worst
+one incomplete last line, which :func:`read_log` skips and counts; the next writer starts a
+new line (it checks that the file ends with a newline).
+
+Writing never slows or fails a request: :meth:`PredictionLog.submit` hands records to a
+background thread through a bounded queue. A full queue or a failed write (a disk that
+refuses) drops the records and counts them in :attr:`PredictionLog.failures`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Callable
+
+from filelock import FileLock
+
+LOG_NAME = "predictions"
+SUFFIX = ".jsonl"
+LOCK_NAME = ".lock"
+
+
+def log_files(folder: Path) -> list[Path]:
+    """The log's files in ``folder``, oldest first: ``predictions.<backups>.jsonl`` ... ``predictions.jsonl``."""
+    folder = Path(folder)
+    rotated = []
+    for path in folder.glob(f"{LOG_NAME}.*{SUFFIX}"):
+        number = path.name[len(LOG_NAME) + 1:-len(SUFFIX)]
+        if number.isdigit():
+            rotated.append((int(number), path))
+    current = folder / f"{LOG_NAME}{SUFFIX}"
+    return [path for _, path in sorted(rotated, reverse=True)] + ([current] if current.is_file() else [])
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    with FileLock(str(Path(folder) / LOCK_NAME)):
+        yield
+
+
+def append(folder: Path, records: Iterable[Mapping[str, Any]], max_bytes: int, backups: int) -> None:
+    """Append ``records`` as JSON lines, rotating first if they would pass ``max_bytes``. Raises OSError."""
+    folder = Path(folder)
+    data = "".join(json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n" for record in records).encode()
+    if not data:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    current = folder / f"{LOG_NAME}{SUFFIX}"
+    with _locked(folder):
+        size = current.stat().st_size if current.exists() else 0
+        if size and size + len(data) > max_bytes:
+            _rotate(folder, backups)
+            size = 0
+        descriptor = os.open(current, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if size and not _ends_with_newline(descriptor, size):
+                data = b"\n" + data  # a killed writer's partial line stays alone on its line
+            os.write(descriptor, data)
+        finally:
+            os.close(descriptor)
+
+
+def _ends_with_newline(descriptor: int, size: int) -> bool:
+    return os.pread(descriptor, 1, size - 1) == b"\n"
+
+
+def _rotate(folder: Path, backups: int) -> None:
+    """predictions.jsonl -> predictions.1.jsonl -> ... ; the oldest beyond ``backups`` is removed."""
+    for number in range(backups, 0, -1):
+        older = folder / f"{LOG_NAME}.{number}{SUFFIX}"
+        if number == backups:
+            older.unlink(missing_ok=True)
+        else:
+            newer_name = folder / f"{LOG_NAME}.{number + 1}{SUFFIX}"
+            if older.exists():
+                os.replace(older, newer_name)
+    current = folder / f"{LOG_NAME}{SUFFIX}"
+    if backups > 0:
+        os.replace(current, folder / f"{LOG_NAME}.1{SUFFIX}")
+    else:
+        current.unlink(missing_ok=True)
+
+
+class LogRead:
+    """What :func:`read_log` found: the records, oldest first, and the lines it could not read."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.unreadable = 0
+        self.files: list[Path] = []
+
+
+def read_log(folder: Path) -> LogRead:
+    """Every record of the log in ``folder``, oldest first; unreadable lines (a crash's partial one) are counted."""
+    found = LogRead()
+    for path in log_files(folder):
+        found.files.append(path)
+        with open(path, "rb") as handle:
+            for line in handle:
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    found.unreadable += 1
+                    continue
+                if isinstance(record, dict):
+                    found.records.append(record)
+                else:
+                    found.unreadable += 1
+    return found
+
+
+class PredictionLog:
+    """The service's writer: a background thread appends what requests submit, never blocking them."""
+
+    def __init__(self, folder: Path, max_bytes: int, backups: int, queue_size: int = 10_000,
+                 on_failure: Callable[[int, BaseException | None], None] | None = None) -> None:
+        self.folder = Path(folder)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.failures = 0          # records dropped: a failed write or a full queue
+        self._on_failure = on_failure
+        self._queue: queue.Queue[list[Mapping[str, Any]] | threading.Event | None] = queue.Queue(maxsize=queue_size)
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def submit(self, records: list[Mapping[str, Any]]) -> None:
+        """Queue ``records`` for the log; returns at once. A full queue drops them (counted)."""
+        try:
+            self._queue.put_nowait(records)
+        except queue.Full:
+            self._failed(len(records), None)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything submitted so far is written (or dropped); False on timeout."""
+        done = threading.Event()
+        self._queue.put(done, timeout=timeout)
+        return done.wait(timeout)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            try:
+                append(self.folder, item, self.max_bytes, self.backups)
+            except Exception as error:  # noqa: BLE001 - a log failure never reaches a request
+                self._failed(len(item), error)
+
+    def _failed(self, count: int, error: BaseException | None) -> None:
+        self.failures += count
+        if self._on_failure is not None:
+            self._on_failure(count, error)
