@@ -1,0 +1,116 @@
+"""Drift: are the images a model is asked about still like the ones it was validated on?
+
+Pure functions over arrays; the ``monitor`` stage reads the prediction log and the
+references, calls :func:`judge` once per model version, and writes what it returns.
+
+- Each served image is described by a few statistics (:func:`image_statistics`: brightness,
+  contrast, colour means) and by the model's penultimate-layer embedding, reduced to
+  :data:`EMBEDDING_DIMS` numbers by a fixed random projection (:func:`project`, seeded by the
+  embedding's width, so every process projects alike). The reference is the same description
+  of the validation split, made with the same model.
+- Per statistic: the two-sample Kolmogorov-Smirnov test (scipy); a statistic drifted when its
+  p-value is below ``alpha`` divided by the number of statistics (Bonferroni).
+- The embeddings together: a domain classifier (scikit-learn's logistic regression,
+  cross-validated) tries to tell served images from reference ones; its ROC AUC is the drift
+  score, 0.5 when it cannot (Evidently's method for embeddings). Drift when it passes
+  ``auc_threshold``.
+- Fewer than ``min_images`` served images: no verdict (``"insufficient"``), never a false alarm.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+STATISTICS = ("brightness", "contrast", "red", "green", "blue")
+EMBEDDING_DIMS = 16
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def image_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
+    """Per image of (N, S, S, 3) uint8: mean luma, its standard deviation, and the channel means, in [0, 1]."""
+    pixels = np.asarray(images, dtype=np.float64).reshape(len(images), -1, 3) / 255.0
+    luma = pixels @ _LUMA
+    means = pixels.mean(axis=1)
+    return {"brightness": luma.mean(axis=1), "contrast": luma.std(axis=1),
+            "red": means[:, 0], "green": means[:, 1], "blue": means[:, 2]}
+
+
+def projection(width: int, dims: int = EMBEDDING_DIMS) -> np.ndarray:
+    """The fixed (width, dims) Gaussian projection for embeddings of ``width``: the same in every process."""
+    generator = np.random.default_rng([0x5EED, width, dims])
+    return generator.standard_normal((width, dims)) / np.sqrt(dims)
+
+
+def project(embeddings: np.ndarray, dims: int = EMBEDDING_DIMS) -> np.ndarray:
+    """(N, width) penultimate-layer embeddings -> (N, dims) float32."""
+    embeddings = np.asarray(embeddings, dtype=np.float64)
+    return (embeddings @ projection(embeddings.shape[1], dims)).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    alpha: float = 0.01          # family-wise level of the per-statistic tests
+    auc_threshold: float = 0.6   # the domain classifier's ROC AUC above which embeddings drifted
+    min_images: int = 30         # below this many served images, no verdict
+
+
+def statistic_drift(reference: Mapping[str, np.ndarray], served: Mapping[str, np.ndarray],
+                    alpha: float) -> list[dict[str, Any]]:
+    """A two-sample KS test per statistic, Bonferroni-corrected."""
+    from scipy.stats import ks_2samp
+
+    names = [name for name in STATISTICS if name in reference and name in served]
+    tests = []
+    for name in names:
+        result = ks_2samp(np.asarray(reference[name], dtype=np.float64), np.asarray(served[name], dtype=np.float64))
+        tests.append({"statistic": name, "ks": float(result.statistic), "p_value": float(result.pvalue),
+                      "drifted": bool(result.pvalue < alpha / len(names)),
+                      "reference_mean": float(np.mean(reference[name])), "served_mean": float(np.mean(served[name]))})
+    return tests
+
+
+def embedding_drift(reference: np.ndarray, served: np.ndarray, seed: int = 0) -> float:
+    """ROC AUC of a cross-validated classifier telling served embeddings from reference ones (0.5: alike)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    inputs = np.concatenate([reference, served]).astype(np.float64)
+    is_served = np.concatenate([np.zeros(len(reference)), np.ones(len(served))])
+    folds = StratifiedKFold(n_splits=min(5, len(reference), len(served)), shuffle=True, random_state=seed)
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=1000))
+    scores = cross_val_predict(classifier, inputs, is_served, cv=folds, method="predict_proba")[:, 1]
+    return float(roc_auc_score(is_served, scores))
+
+
+def judge(reference: Mapping[str, np.ndarray], served: Mapping[str, np.ndarray], thresholds: Thresholds,
+          seed: int = 0) -> dict[str, Any]:
+    """The verdict for one model version: ``drift``, ``no_drift`` or ``insufficient``, with every test.
+
+    ``reference`` and ``served`` map each of :data:`STATISTICS` and ``"embedding"`` ((N, dims))
+    to arrays; a side without embeddings (or with another width) is judged on its statistics.
+    """
+    count = len(served[STATISTICS[0]])
+    result: dict[str, Any] = {"images": int(count), "reference_images": int(len(reference[STATISTICS[0]]))}
+    if count < thresholds.min_images:
+        return {**result, "verdict": "insufficient", "drifted": False,
+                "reason": f"{count} served images, fewer than monitor.min_images ({thresholds.min_images})"}
+    tests = statistic_drift(reference, served, thresholds.alpha)
+    result["statistics"] = tests
+    drifted = [test["statistic"] for test in tests if test["drifted"]]
+    embedded = "embedding" in reference and "embedding" in served
+    if embedded and np.shape(reference["embedding"])[1:] == np.shape(served["embedding"])[1:]:
+        auc = embedding_drift(np.asarray(reference["embedding"]), np.asarray(served["embedding"]), seed)
+        result["embedding"] = {"auc": auc, "threshold": thresholds.auc_threshold,
+                               "drifted": bool(auc > thresholds.auc_threshold)}
+        if auc > thresholds.auc_threshold:
+            drifted.append("embedding")
+    result["drifted_features"] = drifted
+    result["drifted"] = bool(drifted)
+    result["verdict"] = "drift" if drifted else "no_drift"
+    return result

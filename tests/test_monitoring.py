@@ -1,0 +1,72 @@
+"""Drift tests on images whose shift is known: none, darker, re-coloured; embeddings alike and apart."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lifecycle import monitoring
+from lifecycle.monitoring import Thresholds
+
+
+def images(count: int, seed: int, brightness: float = 0.5, red: float = 0.0) -> np.ndarray:
+    generator = np.random.default_rng(seed)
+    base = generator.normal(brightness, 0.12, (count, 1, 1, 1)) + generator.normal(0, 0.1, (count, 8, 8, 3))
+    base[..., 0] += red
+    return (np.clip(base, 0, 1) * 255).astype(np.uint8)
+
+
+def described(batch: np.ndarray, embedding: np.ndarray | None = None) -> dict:
+    found = dict(monitoring.image_statistics(batch))
+    if embedding is not None:
+        found["embedding"] = embedding
+    return found
+
+
+def test_statistics_are_per_image_and_in_unit_range():
+    batch = np.zeros((2, 4, 4, 3), dtype=np.uint8)
+    batch[1] = 255
+    batch[1, :, :, 2] = 0  # yellow
+    stats = monitoring.image_statistics(batch)
+    assert stats["brightness"].tolist() == pytest.approx([0.0, 0.886])
+    assert stats["contrast"].tolist() == [0.0, 0.0]
+    assert (stats["red"].tolist(), stats["blue"].tolist()) == ([0.0, 1.0], [0.0, 0.0])
+
+
+def test_the_projection_is_fixed_per_width_and_keeps_the_dims():
+    embeddings = np.random.default_rng(0).normal(size=(5, 64))
+    assert monitoring.project(embeddings).shape == (5, monitoring.EMBEDDING_DIMS)
+    assert np.array_equal(monitoring.project(embeddings), monitoring.project(embeddings.copy()))
+    assert not np.array_equal(monitoring.projection(64), monitoring.projection(65)[:64])
+
+
+def test_the_same_distribution_is_no_drift_and_a_darker_one_is_drift_on_brightness():
+    reference = described(images(300, 0))
+    assert monitoring.judge(reference, described(images(200, 1)), Thresholds())["verdict"] == "no_drift"
+    darker = monitoring.judge(reference, described(images(200, 2, brightness=0.3)), Thresholds())
+    assert darker["verdict"] == "drift" and "brightness" in darker["drifted_features"]
+
+
+def test_a_recoloured_input_drifts_its_channel():
+    reference = described(images(300, 0))
+    result = monitoring.judge(reference, described(images(200, 3, red=0.3)), Thresholds())
+    assert "red" in result["drifted_features"] and "blue" not in result["drifted_features"]
+
+
+def test_embeddings_alike_score_near_half_and_apart_score_high():
+    generator = np.random.default_rng(4)
+    reference = generator.normal(size=(300, 16)).astype(np.float32)
+    alike = generator.normal(size=(200, 16)).astype(np.float32)
+    apart = generator.normal(0.5, 1.0, size=(200, 16)).astype(np.float32)
+    assert monitoring.embedding_drift(reference, alike) < 0.6
+    assert monitoring.embedding_drift(reference, apart) > 0.8
+    batch = described(images(300, 0), reference)
+    result = monitoring.judge(batch, described(images(200, 1), apart), Thresholds())
+    assert result["embedding"]["drifted"] and result["drifted_features"] == ["embedding"]
+
+
+def test_too_few_images_is_no_verdict_and_another_embedding_width_is_judged_on_statistics():
+    reference = described(images(300, 0), np.zeros((300, 16)))
+    few = monitoring.judge(reference, described(images(10, 1)), Thresholds(min_images=30))
+    assert few["verdict"] == "insufficient" and not few["drifted"] and "10 served images" in few["reason"]
+    other = monitoring.judge(reference, described(images(100, 1), np.zeros((100, 8))), Thresholds())
+    assert "embedding" not in other and other["verdict"] == "no_drift"
