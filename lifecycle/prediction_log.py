@@ -1,7 +1,11 @@
-"""The prediction log: one JSON line per served image, append-only, rotated by size.
+"""The prediction log: one JSON line per served image, append-only, rotated by size; and the
+feedback labels that name what those images really were.
 
 The service appends (:class:`PredictionLog`); the ``monitor`` stage and the feedback lookup
-read (:func:`read_log`). One format, one module, so writer and readers cannot drift apart.
+read (:func:`read_log`, :func:`find`). One format, one module, so writer and readers cannot
+drift apart. Feedback (``POST /feedback``, or a labelling tool's CSV of ``request_id,label``)
+is appended to ``feedback.jsonl`` in the same folder, never rotated; the last label given for
+a request counts (:func:`labels`).
 
 Layout, in one folder (``serve.log_dir``): ``predictions.jsonl`` is written; when it would
 pass ``max_bytes`` it becomes ``predictions.1.jsonl``, the older ones shift up, and at most
@@ -33,6 +37,7 @@ from filelock import FileLock
 LOG_NAME = "predictions"
 SUFFIX = ".jsonl"
 LOCK_NAME = ".lock"
+FEEDBACK_FILE = "feedback.jsonl"
 
 
 def log_files(folder: Path) -> list[Path]:
@@ -53,10 +58,14 @@ def _locked(folder: Path) -> Iterator[None]:
         yield
 
 
+def _lines(records: Iterable[Mapping[str, Any]]) -> bytes:
+    return "".join(json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n" for record in records).encode()
+
+
 def append(folder: Path, records: Iterable[Mapping[str, Any]], max_bytes: int, backups: int) -> None:
     """Append ``records`` as JSON lines, rotating first if they would pass ``max_bytes``. Raises OSError."""
     folder = Path(folder)
-    data = "".join(json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n" for record in records).encode()
+    data = _lines(records)
     if not data:
         return
     folder.mkdir(parents=True, exist_ok=True)
@@ -66,13 +75,18 @@ def append(folder: Path, records: Iterable[Mapping[str, Any]], max_bytes: int, b
         if size and size + len(data) > max_bytes:
             _rotate(folder, backups)
             size = 0
-        descriptor = os.open(current, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            if size and not _ends_with_newline(descriptor, size):
-                data = b"\n" + data  # a killed writer's partial line stays alone on its line
-            os.write(descriptor, data)
-        finally:
-            os.close(descriptor)
+        _append_to(current, data, size)
+
+
+def _append_to(path: Path, data: bytes, size: int) -> None:
+    """One write of whole lines; a partial last line (a killed writer's) is ended first."""
+    descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if size and not _ends_with_newline(descriptor, size):
+            data = b"\n" + data  # a killed writer's partial line stays alone on its line
+        os.write(descriptor, data)
+    finally:
+        os.close(descriptor)
 
 
 def _ends_with_newline(descriptor: int, size: int) -> bool:
@@ -94,6 +108,65 @@ def _rotate(folder: Path, backups: int) -> None:
         os.replace(current, folder / f"{LOG_NAME}.1{SUFFIX}")
     else:
         current.unlink(missing_ok=True)
+
+
+def find(folder: Path, request_id: str) -> list[dict[str, Any]]:
+    """The records of ``request_id`` (one per image), newest file first; [] if the log has none.
+
+    A byte search per line before any JSON is parsed, so a lookup over the whole kept log
+    stays fast. Records rotated away beyond ``backups`` are gone: :func:`oldest_time` says since when.
+    """
+    needle = json.dumps({"request_id": request_id}, separators=(",", ":"))[1:-1].encode()
+    for path in reversed(log_files(folder)):
+        found = []
+        with open(path, "rb") as handle:
+            for line in handle:
+                if needle in line:
+                    try:
+                        found.append(json.loads(line))
+                    except ValueError:
+                        continue  # a crash's partial line
+        if found:
+            return found
+    return []
+
+
+def oldest_time(folder: Path) -> str | None:
+    """The time of the oldest record still kept, or None for an empty log."""
+    for path in log_files(folder):
+        with open(path, "rb") as handle:
+            for line in handle:
+                try:
+                    return json.loads(line).get("time")
+                except (ValueError, AttributeError):
+                    continue
+    return None
+
+
+def record_label(folder: Path, request_id: str, label: str, source: str, time: str) -> None:
+    """Append one feedback label (the last one for a request counts). Raises OSError."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / FEEDBACK_FILE
+    data = _lines([{"request_id": request_id, "label": label, "source": source, "time": time}])
+    with _locked(folder):
+        _append_to(path, data, path.stat().st_size if path.exists() else 0)
+
+
+def labels(folder: Path) -> dict[str, str]:
+    """request id -> its last label, from ``feedback.jsonl`` (unreadable lines skipped)."""
+    found: dict[str, str] = {}
+    path = Path(folder) / FEEDBACK_FILE
+    if not path.is_file():
+        return found
+    with open(path, "rb") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+                found[str(record["request_id"])] = str(record["label"])
+            except (ValueError, KeyError, TypeError):
+                continue
+    return found
 
 
 class LogRead:

@@ -85,3 +85,19 @@ def test_the_writer_appends_in_the_background_what_was_submitted(tmp_path: Path)
     writer.close()
     assert [r["request_id"] for r in log.read_log(tmp_path).records] == [f"1-{n}" for n in range(5)]
     assert writer.failures == 0
+
+
+def test_a_request_is_found_in_any_kept_file_and_the_last_label_counts(tmp_path: Path):
+    for number in range(30):
+        log.append(tmp_path, [{**record(0, number), "index": 0, "time": f"t{number:02d}"},
+                              {**record(0, number), "index": 1, "time": f"t{number:02d}"}], max_bytes=2_000, backups=2)
+    kept = [r["request_id"] for r in log.read_log(tmp_path).records]
+    oldest = kept[0]
+    assert [r["index"] for r in log.find(tmp_path, oldest)] == [0, 1]  # from the oldest rotated file
+    assert log.find(tmp_path, "0-0") == [] and "0-0" not in kept  # rotated away
+    assert log.oldest_time(tmp_path) == f"t{int(oldest.split('-')[1]):02d}"
+    assert log.find(tmp_path, "0-2") == [] and log.find(tmp_path, '0-2"') == []
+    log.record_label(tmp_path, oldest, "dog", "api", "t1")
+    log.record_label(tmp_path, "0-29", "cat", "api", "t2")
+    log.record_label(tmp_path, oldest, "cat", "csv", "t3")
+    assert log.labels(tmp_path) == {oldest: "cat", "0-29": "cat"}
