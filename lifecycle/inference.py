@@ -33,6 +33,7 @@ from lifecycle.core.errors import UserError
 from lifecycle.core.images import DEFAULT_MAX_PIXELS, load_array
 from lifecycle.models import (
     SIDECAR_FILE,
+    PenultimateTap,
     WEIGHTS_FILE,
     ModelSpec,
     class_probabilities,
@@ -63,6 +64,7 @@ class Predictor:
         self.spec = spec
         self.identity = identity
         self.device = device
+        self.tap = PenultimateTap(model)  # the embeddings predict_and_embed returns
 
     @property
     def classes(self) -> list[str]:
@@ -75,6 +77,10 @@ class Predictor:
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N, C), float64, for uint8 images (N, S, S, 3)."""
         return class_probabilities(self.model, images, self.spec, self.device, batch_size=max(1, len(images)))
+
+    def predict_and_embed(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`predict`, and the penultimate-layer embeddings of the same forward pass (None if unavailable)."""
+        return self.tap.embed(lambda: self.predict(images))
 
     def describe(self, probabilities: np.ndarray) -> dict[str, Any]:
         """One image's answer: the seed's ``prediction`` (class index), ``label``, ``probabilities``."""

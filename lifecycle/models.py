@@ -15,10 +15,12 @@ Architectures:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -282,3 +284,44 @@ def class_probabilities(
         return np.zeros((0, len(spec.classes)))
     logits = predict_logits(model, torch.as_tensor(images), image_preparer(spec.mean, spec.std), batch_size, device)
     return torch.softmax(logits.double(), dim=1).numpy()
+
+
+class PenultimateTap:
+    """The input of a model's last classification layer (its penultimate embedding), per thread.
+
+    One forward hook, registered once: while a thread is inside :meth:`capturing`, each forward
+    pass it makes appends its batch's embeddings (N, width) to the list it was given; other
+    threads and other callers are untouched. A model without a findable head (an exported pt2
+    program) has none: :attr:`available` is False and the list stays empty.
+    """
+
+    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self._local = threading.local()
+        try:
+            head = head_layer(model) if isinstance(model, nn.Module) else None
+        except UserError:
+            head = None
+        self.available = head is not None
+        if head is not None:
+            head.register_forward_pre_hook(self._capture)
+
+    def _capture(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        captured = getattr(self._local, "captured", None)
+        if captured is not None:
+            captured.append(inputs[0].detach().flatten(1).float().cpu())
+
+    @contextlib.contextmanager
+    def capturing(self) -> Iterator[list[torch.Tensor]]:
+        self._local.captured = captured = []
+        try:
+            yield captured
+        finally:
+            self._local.captured = None
+
+    def embed(self, forward: Callable[[], np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """``forward()``'s result and the embeddings (N, width) float32 it computed on the way, or None."""
+        with self.capturing() as captured:
+            result = forward()
+        if not self.available or not captured:
+            return result, None
+        return result, torch.cat(captured).numpy().astype(np.float32)

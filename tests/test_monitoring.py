@@ -70,3 +70,36 @@ def test_too_few_images_is_no_verdict_and_another_embedding_width_is_judged_on_s
     assert few["verdict"] == "insufficient" and not few["drifted"] and "10 served images" in few["reason"]
     other = monitoring.judge(reference, described(images(100, 1), np.zeros((100, 8))), Thresholds())
     assert "embedding" not in other and other["verdict"] == "no_drift"
+
+
+def test_the_tap_gives_each_thread_its_own_embeddings_from_the_same_forward_pass():
+    import threading
+
+    import torch
+
+    from lifecycle.models import ModelSpec, PenultimateTap, build_model, class_probabilities
+
+    spec = ModelSpec("seed_cnn", ["cat", "dog"], 16, arguments={"channels": [4]})
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    tap = PenultimateTap(model)
+    batches = [np.random.default_rng(seed).integers(0, 256, (3 + seed, 16, 16, 3), dtype=np.uint8) for seed in range(4)]
+    results: dict[int, tuple] = {}
+
+    def run(index: int) -> None:
+        for _ in range(5):
+            results[index] = tap.embed(lambda: class_probabilities(model, batches[index], spec))
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    head = model.fc
+    for index, batch in enumerate(batches):
+        probabilities, embeddings = results[index]
+        assert embeddings.shape == (len(batch), head.in_features)
+        logits = (torch.as_tensor(embeddings) @ head.weight.T + head.bias).detach()  # the head on what the tap saw
+        assert np.allclose(torch.softmax(logits.double(), 1).numpy(), probabilities, atol=1e-5)
+    assert class_probabilities(model, batches[0], spec).shape == (3, 2)  # outside capturing: nothing kept
+    assert PenultimateTap(lambda batch: batch).available is False
