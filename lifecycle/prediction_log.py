@@ -24,6 +24,7 @@ refuses) drops the records and counts them in :attr:`PredictionLog.failures`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import queue
@@ -32,12 +33,46 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from filelock import FileLock
 
+from lifecycle.core.images import ImageDecodeError, read_header
+from lifecycle.monitoring import image_statistics, project
+
+IMAGES = "images"  # kept uploads, named by their sha256 (only with SERVE_KEEP_IMAGES)
 LOG_NAME = "predictions"
 SUFFIX = ".jsonl"
 LOCK_NAME = ".lock"
 FEEDBACK_FILE = "feedback.jsonl"
+
+
+def records(request_id: str, time: str, model: Mapping[str, str], uploads: list[tuple[str, bytes]],
+            images: np.ndarray, answers: list[Mapping[str, Any]], embeddings: np.ndarray | None) -> list[dict[str, Any]]:
+    """One record per image of a request: who answered, what it was asked, what it said.
+
+    ``images`` are the (N, S, S, 3) arrays the model saw, ``answers`` its per-image answers
+    (``label``, ``probabilities``), ``embeddings`` its penultimate-layer embeddings or None.
+    The statistics and the projected embedding are what ``monitor`` compares with the
+    validation split (:mod:`lifecycle.monitoring`); no pixels are kept here.
+    """
+    statistics = image_statistics(images)
+    projected = project(embeddings) if embeddings is not None else None
+    found = []
+    for index, ((filename, data), answer) in enumerate(zip(uploads, answers)):
+        try:
+            width, height, _, image_format = read_header(data)
+        except ImageDecodeError:
+            width = height = 0
+            image_format = "unknown"
+        found.append({
+            "time": time, "request_id": request_id, "index": index, "filename": filename, "model": dict(model),
+            "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "format": image_format,
+            "width": width, "height": height,
+            "statistics": {name: round(float(values[index]), 6) for name, values in statistics.items()},
+            "embedding": None if projected is None else [round(float(v), 5) for v in projected[index]],
+            "label": answer["label"], "probabilities": dict(answer["probabilities"]),
+        })
+    return found
 
 
 def log_files(folder: Path) -> list[Path]:
@@ -169,6 +204,18 @@ def labels(folder: Path) -> dict[str, str]:
     return found
 
 
+def keep_images(folder: Path, images: Mapping[str, bytes]) -> None:
+    """Write each image as ``<folder>/<sha256>`` unless it is there (content-addressed: a rename keeps it whole)."""
+    for digest, data in images.items():
+        path = Path(folder) / digest
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{digest}.{os.getpid()}.{threading.get_ident()}.tmp")
+        partial.write_bytes(data)
+        os.replace(partial, path)
+
+
 class LogRead:
     """What :func:`read_log` found: the records, oldest first, and the lines it could not read."""
 
@@ -209,14 +256,17 @@ class PredictionLog:
         self.backups = backups
         self.failures = 0          # records dropped: a failed write or a full queue
         self._on_failure = on_failure
-        self._queue: queue.Queue[list[Mapping[str, Any]] | threading.Event | None] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[tuple[list, dict] | threading.Event | None] = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
-    def submit(self, records: list[Mapping[str, Any]]) -> None:
-        """Queue ``records`` for the log; returns at once. A full queue drops them (counted)."""
+    def submit(self, records: list[Mapping[str, Any]], images: Mapping[str, bytes] | None = None) -> None:
+        """Queue ``records`` (and ``images``: sha256 -> bytes, to keep) for the log; returns at once.
+
+        A full queue drops them, counted as failures.
+        """
         try:
-            self._queue.put_nowait(records)
+            self._queue.put_nowait((records, dict(images or {})))
         except queue.Full:
             self._failed(len(records), None)
 
@@ -235,10 +285,12 @@ class PredictionLog:
             if isinstance(item, threading.Event):
                 item.set()
                 continue
+            records, images = item
             try:
-                append(self.folder, item, self.max_bytes, self.backups)
+                keep_images(self.folder / IMAGES, images)
+                append(self.folder, records, self.max_bytes, self.backups)
             except Exception as error:  # noqa: BLE001 - a log failure never reaches a request
-                self._failed(len(item), error)
+                self._failed(len(records), error)
 
     def _failed(self, count: int, error: BaseException | None) -> None:
         self.failures += count

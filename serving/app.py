@@ -11,6 +11,16 @@ and HTTP requests.  out: JSON answers and a small upload page.
                     (readiness); which model is served, from where and why
     GET  /health    the same answer as /health/ready (the URL clients already use)
     GET  /metadata  model identity, classes, image size, normalisation, metrics, limits
+    POST /feedback  JSON ``{"request_id": ..., "label": ...}``: what a served image really was
+    GET  /metrics   Prometheus text: requests, latency, images, predictions, model, failures
+
+Every /predict answer carries a ``request_id``. Each image it answered becomes one record of
+the prediction log (``SERVE_LOG_DIR``, default ``served/``; :mod:`lifecycle.prediction_log`):
+who answered, the image's sha256, size and statistics, the model's projected embedding and
+its answer; no pixels unless ``SERVE_KEEP_IMAGES``. A background thread writes it, so a slow
+or refusing disk never slows or fails an answer (the loss is counted in /metrics). The
+``monitor`` stage reads it for drift, and feedback labels make it training data
+(docs/monitoring.md).
 
 Every answer names the model that produced it: in the JSON of /predict, /health and
 /metadata, and in the ``X-Model-Name`` / ``X-Model-Version`` headers of every response.
@@ -31,8 +41,11 @@ from app config, else environment variables, else the defaults below (:class:`Se
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import os
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +56,12 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from lifecycle import prediction_log
+from lifecycle.core import paths
 from lifecycle.core.errors import UserError
 from lifecycle.core.images import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageTooLargeError
 from lifecycle.inference import Predictor
+from serving import metrics
 from serving.last_good import LastGood
 from serving.model_source import ServedModel, State
 
@@ -65,6 +81,11 @@ class Settings(BaseSettings):
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0)      # pixels in one image, from its header (413 above)
     torch_threads: int = Field(0, ge=0)                    # torch threads per worker; 0: torch's default
     reload_seconds: int = Field(10, ge=0)                  # seconds between checks for a promoted model; 0: never
+    log_dir: Path = paths.SERVED                           # the prediction log, feedback labels, kept images
+    prediction_log: bool = True                            # write the prediction log (off only to measure its cost)
+    log_max_bytes: int = Field(10 * 1024 * 1024, gt=0)     # a log file is rotated before it passes this size
+    log_backups: int = Field(10, ge=0)                     # rotated log files kept; older ones are removed
+    keep_images: bool = False                              # keep each uploaded image in <log_dir>/images/<sha256>
     bind: str = "127.0.0.1:8001"                           # gunicorn's address: serving/nginx.conf's upstream
     workers: int = Field(2, gt=0)                          # gunicorn worker processes, each with its own model
     threads: int = Field(32, gt=0)                         # requests a worker answers at once
@@ -116,10 +137,24 @@ def create_app(config: dict[str, Any] | None = None, predictor: Predictor | None
     app.json.sort_keys = False
     app.extensions["served_model"] = served
     served.watch(settings.reload_seconds)
+    writer = None
+    if settings.prediction_log:
+        writer = prediction_log.PredictionLog(settings.log_dir, settings.log_max_bytes, settings.log_backups,
+                                              on_failure=_log_failed)
+    app.extensions["prediction_log"] = writer
 
     _register_routes(app, served, settings)
     _register_errors(app)
     return app
+
+
+def _log_failed(count: int, error: BaseException | None) -> None:
+    metrics.LOG_FAILURES.inc(count)
+    log.warning("prediction log: %d record(s) not written: %s", count, error or "the writer's queue is full")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _short_identity(predictor: Predictor) -> dict[str, str]:
@@ -148,9 +183,12 @@ class NoModel(Exception):
 
 
 def _register_routes(app: Flask, served: ServedModel, settings: Settings) -> None:
+    writer: prediction_log.PredictionLog | None = app.extensions["prediction_log"]
+
     @app.before_request
     def pin_model():
         # One model per request, even if a reload swaps it meanwhile: the answer names the one that computed it.
+        g.started = time.perf_counter()
         g.state = served.state
         g.served = g.state.served
 
@@ -162,7 +200,13 @@ def _register_routes(app: Flask, served: ServedModel, settings: Settings) -> Non
     @app.after_request
     def model_and_security_headers(response):
         current = g.served if "served" in g else served.current
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics.REQUESTS.labels(route, str(response.status_code)).inc()
+        if "started" in g:
+            metrics.LATENCY.labels(route).observe(time.perf_counter() - g.started)
         if current is not None:
+            identity = current.predictor.identity
+            metrics.serving(identity.name, identity.version, identity.source)
             response.headers["X-Model-Name"] = current.predictor.identity.name
             response.headers["X-Model-Version"] = current.predictor.identity.version
         elif response.status_code == 503 and settings.reload_seconds:
@@ -215,15 +259,56 @@ def _register_routes(app: Flask, served: ServedModel, settings: Settings) -> Non
     def predict():
         predictor = model()
         uploads = _uploads(settings.max_images)
-        images = [_decode(predictor, data, name, len(uploads), settings.max_pixels)
-                  for name, data in uploads]
-        answers = [predictor.describe(p) for p in predictor.predict(np.stack(images))]
+        images = np.stack([_decode(predictor, data, name, len(uploads), settings.max_pixels) for name, data in uploads])
+        probabilities, embeddings = predictor.predict_and_embed(images)
+        answers = [predictor.describe(p) for p in probabilities]
+        request_id = uuid.uuid4().hex
+        metrics.IMAGES.observe(len(answers))
+        for answer in answers:
+            metrics.PREDICTIONS.labels(answer["label"]).inc()
+        if writer is not None:
+            try:
+                identity = predictor.identity
+                model_fields = {"name": identity.name, "version": identity.version, "source": identity.source,
+                                "digest": identity.digest or ""}
+                records = prediction_log.records(request_id, _now(), model_fields, uploads, images, answers, embeddings)
+                kept = {record["sha256"]: data for record, (_, data) in zip(records, uploads)} if settings.keep_images else None
+                writer.submit(records, kept)
+            except Exception as error:  # noqa: BLE001 - the log never fails an answer
+                _log_failed(len(answers), error)
         if len(answers) == 1:
-            return jsonify({**answers[0], "model": _short_identity(predictor)})
+            return jsonify({**answers[0], "request_id": request_id, "model": _short_identity(predictor)})
         return jsonify({
+            "request_id": request_id,
             "predictions": [{"filename": name, **answer} for (name, _), answer in zip(uploads, answers)],
             "model": _short_identity(predictor),
         })
+
+    @app.post("/feedback")
+    def feedback():
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or not isinstance(body.get("request_id"), str) or not isinstance(body.get("label"), str):
+            raise BadRequest('send JSON {"request_id": "<id from /predict>", "label": "<the true class>"}.')
+        request_id, label = body["request_id"].strip(), body["label"].strip()
+        if writer is not None:
+            writer.flush(timeout=2.0)  # this worker's answers still on their way to the log
+        found = prediction_log.find(settings.log_dir, request_id)
+        if not found:
+            oldest = prediction_log.oldest_time(settings.log_dir)
+            why = (f"its oldest kept record is from {oldest}; older ones were rotated away (SERVE_LOG_BACKUPS)"
+                   if oldest else "the prediction log is empty")
+            raise BadRequest(f"request_id {request_id!r} is not in the prediction log ({why}).", 404)
+        classes = list(found[0].get("probabilities") or {})
+        if label not in classes:
+            raise BadRequest(f"label {label!r} is not one of the classes of the model that answered: "
+                             f"{', '.join(classes)}.")
+        prediction_log.record_label(settings.log_dir, request_id, label, "api", _now())
+        return jsonify({"request_id": request_id, "label": label, "images": len(found)})
+
+    @app.get("/metrics")
+    def prometheus():
+        text, content_type = metrics.exposition()
+        return text, 200, {"Content-Type": content_type}
 
 
 def _uploads(max_images: int) -> list[tuple[str, bytes]]:

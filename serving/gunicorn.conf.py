@@ -8,6 +8,8 @@ defaults in brackets):
     SERVE_THREADS          threads per worker: requests a worker answers at once [32]
     SERVE_PIDFILE          write the master's process id here, for ``kill -HUP`` [none]
     SERVE_STATE_DIR        where the master keeps its private copy of the last model that loaded [system temp]
+    SERVE_LOG_DIR, SERVE_PREDICTION_LOG, SERVE_LOG_*, SERVE_KEEP_IMAGES: the prediction log, see serving/app.py
+    PROMETHEUS_MULTIPROC_DIR   where workers keep /metrics' counters [a fresh temporary folder per master]
     SERVE_MODEL, SERVE_MAX_*, SERVE_TORCH_THREADS, SERVE_RELOAD_SECONDS: the app's, see serving/app.py
 
 Why these: gunicorn's threaded worker (``gthread``) answers from a pool of threads and keeps
@@ -27,14 +29,20 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository root: models/best and mlflow.db resolve there
 if str(ROOT) not in sys.path:  # gunicorn reads this file before it changes to ``chdir``
     sys.path.insert(0, str(ROOT))
 
+# /metrics sums every worker's counters (prometheus-client's multiprocess mode): the folder must be
+# named before anything imports prometheus_client, here in the master, so the workers inherit it.
+_OWN_METRICS_DIR = "" if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else tempfile.mkdtemp(prefix="serve-metrics-")
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", _OWN_METRICS_DIR)
+
 from lifecycle.core.errors import UserError  # noqa: E402
-from serving import last_good  # noqa: E402
+from serving import last_good, metrics  # noqa: E402
 from serving.app import load_settings  # noqa: E402
 
 try:
@@ -69,7 +77,14 @@ def on_starting(server):
     os.environ[last_good.VARIABLE] = str(last_good.create_private_folder())
 
 
+def child_exit(server, worker):
+    """A worker that exited (HUP, crash) stops counting in /metrics' live gauges."""
+    metrics.worker_exited(worker.pid)
+
+
 def on_exit(server):
     folder = os.environ.pop(last_good.VARIABLE, "")
     if folder:
         shutil.rmtree(folder, ignore_errors=True)
+    if _OWN_METRICS_DIR:  # never a folder the user named
+        shutil.rmtree(_OWN_METRICS_DIR, ignore_errors=True)

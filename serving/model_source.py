@@ -35,6 +35,7 @@ from lifecycle.core import paths
 from lifecycle.core.errors import UserError
 from lifecycle.inference import ModelIdentity, Predictor
 from lifecycle.models import SIDECAR_FILE, WEIGHTS_FILE
+from serving import metrics
 from serving.last_good import LastGood, first_line, load_failure, load_folder
 from tracking.mlflow_model import is_mlflow_source, load_model_source
 from tracking.registry import Registry, RegistryUnavailable
@@ -244,6 +245,7 @@ class ServedModel:
         try:
             predictor = self._loaded(choice)
         except Exception as error:  # a half-copied folder, a deleted version: keep answering with the old one
+            metrics.RELOAD_FAILURES.inc()
             self._failed_key = choice.key
             self.state = State(self.current, load_failure(choice.shown, error))
             return False

@@ -37,6 +37,13 @@ TINY_PARAMS = {
 }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def prediction_log_outside_the_repository(tmp_path_factory):
+    """Every service a test starts (in process, or gunicorn inheriting the environment) logs into a
+    temporary folder, never the repository's served/ (a test about the log sets its own)."""
+    os.environ.setdefault("SERVE_LOG_DIR", str(tmp_path_factory.mktemp("served")))
+
+
 def git_status(repo: "RepoCopy") -> str:
     """``git status --porcelain`` in a repository copy, untracked files included: empty when clean."""
     return repo.run("git", "status", "--porcelain", "--untracked-files=all").stdout

@@ -53,12 +53,15 @@ def relative(path: Path) -> str:
         return str(path)
 
 
-# Serving and batch prediction (issue 5): predict's outputs (the model is BEST_MODEL, below).
+# Serving and batch prediction: predict's outputs (the model is BEST_MODEL, below).
 PREDICTIONS = DATA / "predictions"
 PREDICTIONS_CSV = PREDICTIONS / "predictions.csv"
 PREDICTIONS_SKIPPED = PREDICTIONS / "skipped.csv"
 PREDICT_REPORT = METRICS / "predict.json"
 PREDICT_CLASS_COUNTS = PLOTS / "predict" / "class_counts.csv"
+# After deployment: the service's prediction log, feedback labels and kept images (gitignored;
+# SERVE_LOG_DIR moves it, and params.yaml's monitor.log_dir must then say the same).
+SERVED = ROOT / "served"
 
 # tune (seed step 8e): the best params and score, and the grid-search results as a plot
 TUNE_SUMMARY = METRICS / "tune.json"
