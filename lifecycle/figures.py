@@ -75,3 +75,21 @@ def class_means(means: dict[str, np.ndarray]) -> plt.Figure:
         axis.axis("off")
     figure.tight_layout()
     return figure
+
+
+def drift_figure(reference: dict[str, np.ndarray], served: dict[str, np.ndarray] | None, path: Path) -> None:
+    """One panel per image statistic: the validation split's histogram, and the served images' over it."""
+    from lifecycle.monitoring import STATISTICS
+
+    figure, axes = plt.subplots(1, len(STATISTICS), figsize=(3.2 * len(STATISTICS), 2.8))
+    for axis, name in zip(axes, STATISTICS):
+        bins = np.linspace(0.0, 1.0, 31)
+        axis.hist(reference[name], bins=bins, density=True, alpha=0.6, label="validation")
+        if served is not None:
+            axis.hist(served[name], bins=bins, density=True, alpha=0.6, label="served")
+        axis.set_title(name, fontsize=9)
+        axis.tick_params(labelsize=7)
+    axes[0].legend(fontsize=7)
+    figure.suptitle("monitor: served images against the validation split" + ("" if served is not None else
+                                                                               " (nothing served yet)"))
+    save_figure(figure, path)

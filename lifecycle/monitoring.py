@@ -114,3 +114,46 @@ def judge(reference: Mapping[str, np.ndarray], served: Mapping[str, np.ndarray],
     result["drifted"] = bool(drifted)
     result["verdict"] = "drift" if drifted else "no_drift"
     return result
+
+
+# ----------------------------------------------------------------------------- the monitor stage's logic
+
+def version_key(model: Mapping[str, Any]) -> str:
+    """How a record's model is named in the report: ``<name> <version>``."""
+    return f"{model.get('name', '?')} {model.get('version', '?')}"
+
+
+def served_description(records: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """The statistics (and, when every record has one of one width, the embeddings) of logged records."""
+    found = {name: np.array([float(r["statistics"][name]) for r in records]) for name in STATISTICS}
+    embeddings = [r.get("embedding") for r in records]
+    if embeddings and all(e is not None for e in embeddings) and len({len(e) for e in embeddings}) == 1:
+        found["embedding"] = np.array(embeddings, dtype=np.float32)
+    return found
+
+
+def by_version(records: list[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Records grouped by the model version that answered them, in order of first appearance."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for record in records:
+        if isinstance(record.get("model"), Mapping) and isinstance(record.get("statistics"), Mapping):
+            groups.setdefault(version_key(record["model"]), []).append(record)
+    return groups
+
+
+def class_ratio_over_time(records: list[Mapping[str, Any]], classes: list[str], bucket: str) -> list[dict[str, Any]]:
+    """Per time bucket (``hour``: ``2026-12-06T08``, ``day``: ``2026-12-06``): images and each class's share."""
+    width = {"hour": 13, "day": 10}[bucket]
+    counts: dict[str, dict[str, int]] = {}
+    for record in records:
+        when = str(record.get("time", ""))[:width]
+        if when:
+            row = counts.setdefault(when, dict.fromkeys(classes, 0))
+            if record.get("label") in row:
+                row[record["label"]] += 1
+    rows = []
+    for when in sorted(counts):
+        total = sum(counts[when].values())
+        rows.append({"time": when, "images": total,
+                     **{name: round(count / total, 6) if total else 0.0 for name, count in counts[when].items()}})
+    return rows

@@ -213,12 +213,14 @@ def pipeline_state(base: Path) -> str:
     """The pipeline-state id: sha256 of the flattened params and of each mirrored file's bytes.
 
     dvc.lock and params.yaml's bytes (comments) are left out: the id is what the mirror stage
-    depends on, so it is the same inside the running stage and in any later backfill.
+    depends on, so it is the same inside the running stage and in any later backfill. So is
+    ``monitor``'s report (``paths.NOT_STATE_FILES``): what was served since is no part of a
+    model's state, so a new drift verdict updates the state's run instead of making a new one.
     """
     digest = hashlib.sha256()
     digest.update(json.dumps(read_params(base), sort_keys=True).encode())
     for name in mirrored_files(base):
-        if name not in paths.MIRRORED_FILES:
+        if name not in paths.MIRRORED_FILES and not name.startswith(paths.NOT_STATE_FILES):
             digest.update(f"\n{name}\0{file_sha256(Path(base) / name)}".encode())
     return digest.hexdigest()
 

@@ -62,6 +62,13 @@ PREDICT_CLASS_COUNTS = PLOTS / "predict" / "class_counts.csv"
 # After deployment: the service's prediction log, feedback labels and kept images (gitignored;
 # SERVE_LOG_DIR moves it, and params.yaml's monitor.log_dir must then say the same).
 SERVED = ROOT / "served"
+MONITOR_REPORT = METRICS / "monitor.json"
+MONITOR_TESTS = PLOTS / "monitor" / "drift.csv"
+MONITOR_CLASS_RATIO = PLOTS / "monitor" / "class_ratio.csv"
+MONITOR_FIGURE = PLOTS / "monitor" / "drift.png"
+# Mirrored into MLflow, but no part of a pipeline state's id (tracking/snapshot.py): the drift
+# report says what was served since, not what the pipeline made (relative to a repository root).
+NOT_STATE_FILES = ("metrics/monitor.json", "plots/monitor/")
 
 # tune (seed step 8e): the best params and score, and the grid-search results as a plot
 TUNE_SUMMARY = METRICS / "tune.json"

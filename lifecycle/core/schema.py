@@ -231,6 +231,14 @@ class SelectParams(Section):
     alpha: float = Field(gt=0.0, lt=1.0)
 
 
+class MonitorParams(Section):
+    log_dir: str = Field(min_length=1)
+    alpha: float = Field(gt=0.0, lt=1.0)
+    auc_threshold: float = Field(gt=0.5, lt=1.0)
+    min_images: int = Field(ge=2)
+    bucket: Literal["hour", "day"]
+
+
 class PromoteParams(Section):
     """The promotion gate (python -m tracking.promote); read by no stage, and no part of a pipeline state."""
 
@@ -267,6 +275,7 @@ class PipelineParams(Section):
     transfer: TransferParams
     evaluate: EvaluateParams
     select: SelectParams
+    monitor: MonitorParams
     promote: PromoteParams
 
     @model_validator(mode="after")
