@@ -77,12 +77,11 @@ def class_means(means: dict[str, np.ndarray]) -> plt.Figure:
     return figure
 
 
-def drift_figure(reference: dict[str, np.ndarray], served: dict[str, np.ndarray] | None, path: Path) -> None:
-    """One panel per image statistic: the validation split's histogram, and the served images' over it."""
-    from lifecycle.monitoring import STATISTICS
-
-    figure, axes = plt.subplots(1, len(STATISTICS), figsize=(3.2 * len(STATISTICS), 2.8))
-    for axis, name in zip(axes, STATISTICS):
+def drift_figure(names: list[str], reference: dict[str, np.ndarray], served: dict[str, np.ndarray] | None,
+                 path: Path) -> None:
+    """One panel per image statistic in ``names`` (values in [0, 1]): the validation split's histogram, the served one's over it."""
+    figure, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8))
+    for axis, name in zip(axes, names):
         bins = np.linspace(0.0, 1.0, 31)
         axis.hist(reference[name], bins=bins, density=True, alpha=0.6, label="validation")
         if served is not None:

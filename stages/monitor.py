@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     write_csv_atomic(pd.DataFrame(ratio, columns=["time", "images", *classes]), paths.MONITOR_CLASS_RATIO)
     latest = found.records and monitoring.by_version(found.records)
     shown = monitoring.served_description(list(latest.values())[-1]) if latest else None
-    drift_figure(described, shown, paths.MONITOR_FIGURE)
+    drift_figure(list(monitoring.STATISTICS), described, shown, paths.MONITOR_FIGURE)
     where = paths.relative(log_dir)
     if not found.records:
         print(f"monitor: no prediction log in {where} (or it is empty): nothing to judge; passes")
