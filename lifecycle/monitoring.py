@@ -3,11 +3,10 @@
 Pure functions over arrays; the ``monitor`` stage reads the prediction log and the
 references, calls :func:`judge` once per model version, and writes what it returns.
 
-- Each served image is described by a few statistics (:func:`image_statistics`: brightness,
-  contrast, colour means) and by the model's penultimate-layer embedding, reduced to
-  :data:`EMBEDDING_DIMS` numbers by a fixed random projection (:func:`project`, seeded by the
-  embedding's width, so every process projects alike). The reference is the same description
-  of the validation split, made with the same model.
+- Each served image is described as the prediction log records it
+  (:mod:`lifecycle.prediction_log`): a few statistics (brightness, contrast, colour means) and
+  the model's penultimate-layer embedding, reduced to 16 numbers by a fixed random projection.
+  The reference is the same description of the validation split, made with the same model.
 - Per statistic: the two-sample Kolmogorov-Smirnov test (scipy); a statistic drifted when its
   p-value is below ``alpha`` divided by the number of statistics (Bonferroni).
 - The embeddings together: a domain classifier (scikit-learn's logistic regression,
@@ -24,30 +23,7 @@ from typing import Any
 
 import numpy as np
 
-STATISTICS = ("brightness", "contrast", "red", "green", "blue")
-EMBEDDING_DIMS = 16
-_LUMA = np.array([0.299, 0.587, 0.114])
-
-
-def image_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
-    """Per image of (N, S, S, 3) uint8: mean luma, its standard deviation, and the channel means, in [0, 1]."""
-    pixels = np.asarray(images, dtype=np.float64).reshape(len(images), -1, 3) / 255.0
-    luma = pixels @ _LUMA
-    means = pixels.mean(axis=1)
-    return {"brightness": luma.mean(axis=1), "contrast": luma.std(axis=1),
-            "red": means[:, 0], "green": means[:, 1], "blue": means[:, 2]}
-
-
-def projection(width: int, dims: int = EMBEDDING_DIMS) -> np.ndarray:
-    """The fixed (width, dims) Gaussian projection for embeddings of ``width``: the same in every process."""
-    generator = np.random.default_rng([0x5EED, width, dims])
-    return generator.standard_normal((width, dims)) / np.sqrt(dims)
-
-
-def project(embeddings: np.ndarray, dims: int = EMBEDDING_DIMS) -> np.ndarray:
-    """(N, width) penultimate-layer embeddings -> (N, dims) float32."""
-    embeddings = np.asarray(embeddings, dtype=np.float64)
-    return (embeddings @ projection(embeddings.shape[1], dims)).astype(np.float32)
+from lifecycle.prediction_log import STATISTICS
 
 
 @dataclasses.dataclass(frozen=True)

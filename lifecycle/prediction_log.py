@@ -37,13 +37,39 @@ import numpy as np
 from filelock import FileLock
 
 from lifecycle.core.images import ImageDecodeError, read_header
-from lifecycle.monitoring import image_statistics, project
 
 IMAGES = "images"  # kept uploads, named by their sha256 (only with SERVE_KEEP_IMAGES)
 LOG_NAME = "predictions"
 SUFFIX = ".jsonl"
 LOCK_NAME = ".lock"
 FEEDBACK_FILE = "feedback.jsonl"
+
+
+STATISTICS = ("brightness", "contrast", "red", "green", "blue")
+EMBEDDING_DIMS = 16
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def image_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
+    """Per image of (N, S, S, 3) uint8: mean luma, its standard deviation, and the channel means, in [0, 1]."""
+    pixels = np.asarray(images, dtype=np.float64).reshape(len(images), -1, 3) / 255.0
+    luma = pixels @ _LUMA
+    means = pixels.mean(axis=1)
+    return {"brightness": luma.mean(axis=1), "contrast": luma.std(axis=1),
+            "red": means[:, 0], "green": means[:, 1], "blue": means[:, 2]}
+
+
+def projection(width: int, dims: int = EMBEDDING_DIMS) -> np.ndarray:
+    """The fixed (width, dims) Gaussian projection for embeddings of ``width``: the same in every process."""
+    generator = np.random.default_rng([0x5EED, width, dims])
+    return generator.standard_normal((width, dims)) / np.sqrt(dims)
+
+
+def project(embeddings: np.ndarray, dims: int = EMBEDDING_DIMS) -> np.ndarray:
+    """(N, width) penultimate-layer embeddings -> (N, dims) float32."""
+    embeddings = np.asarray(embeddings, dtype=np.float64)
+    return (embeddings @ projection(embeddings.shape[1], dims)).astype(np.float32)
+
 
 
 def records(request_id: str, time: str, model: Mapping[str, str], uploads: list[tuple[str, bytes]],

@@ -16,6 +16,12 @@ which refuses a link or a manifest row whose real path leaves the folder (``outs
 never follows a link to a folder (``linked_folder``), never takes a folder named
 ``dog.5.jpg`` for an image, and copies by the real path with ``O_NOFOLLOW``.
 
+With ``ingest.served``, the images the service answered and someone labelled (``POST
+/feedback``, docs/monitoring.md) are added to whichever source: the labels and the images'
+sha256 come from the prediction log (``served.log_dir``), the bytes from ``served.images`` (the
+service's kept images, or your own store, one file per image named by its sha256), checked
+against that sha256. They are then cleaned, deduplicated and split like any other image.
+
 Every file not ingested is a row of :attr:`IngestResult.skipped` (path, reason, detail):
 plainly not an image (``Thumbs.db``, ``.DS_Store``, text, a ``.heic``), a name or folder that
 gives no label, or one of the refusals above. Files that look like images are kept even when
@@ -28,6 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lifecycle import prediction_log
 from lifecycle.core import paths
 from lifecycle.core.errors import UserError
 from lifecycle.core.folders import (
@@ -46,7 +53,8 @@ from lifecycle.core.folders import (
 )
 from lifecycle.core.images import ImageDecodeError, read_header
 from lifecycle.core.progress import progress
-from lifecycle.core.schema import IngestParams
+from lifecycle.core.io import file_sha256
+from lifecycle.core.schema import IngestParams, ServedParams
 from lifecycle.synthetic import generate
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -57,13 +65,16 @@ UNSUPPORTED_SUFFIXES = frozenset({".heic", ".heif", ".avif", ".jxl", ".jp2", ".s
 # Every reason ingest skips a file for (the per-reason plot lists each, zero included).
 SKIP_REASONS = (OUTSIDE_FOLDER, LINKED_FOLDER, FOLDER_NAMED_LIKE_A_FILE, NOT_A_REGULAR_FILE, MISSING_FILE,
                 "hidden_or_system_file", "not_an_image", "unsupported_format", "name_not_cat_or_dog",
-                "not_in_a_class_folder", "empty_path")
+                "not_in_a_class_folder", "empty_path", "served_image_missing", "sha256_mismatch")
+SERVED_FOLDER = "images/served"  # where labelled served images go in data/raw
+_SUFFIXES = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "BMP": ".bmp", "GIF": ".gif", "WEBP": ".webp", "TIFF": ".tif"}
 
 
 @dataclasses.dataclass
 class IngestResult:
     manifest: pd.DataFrame
     skipped: SkipTable = dataclasses.field(default_factory=SkipTable)
+    served: int = 0  # rows of labelled served images among the manifest's
 
 
 def _classify_name(name: str) -> tuple[str, str] | None:
@@ -193,14 +204,58 @@ def from_csv(root: Path, manifest_name: str, out_dir: Path, path_column: str, la
     return IngestResult(_copy_into(kept, out_dir, skipped, manifest.real), skipped)
 
 
-def ingest(params: IngestParams, seed: int, out_dir: Path) -> IngestResult:
-    """Fill ``out_dir`` with ``images/`` from the configured source; return its manifest."""
+def from_served(log_dir: Path, images_dir: Path, out_dir: Path) -> IngestResult:
+    """The labelled served images: one row per image of each request with a feedback label.
+
+    A request's label (the last one given) applies to each of its images. An image whose file
+    is not in ``images_dir`` (``served_image_missing``) or whose bytes are not the sha256 the log
+    recorded (``sha256_mismatch``) is skipped by name.
+    """
+    labels = prediction_log.labels(log_dir) if log_dir.is_dir() else {}
+    records = [r for r in prediction_log.read_log(log_dir).records if r.get("request_id") in labels] if labels else []
+    skipped, rows, seen = SkipTable(), [], set()
+    for record in records:
+        digest = str(record.get("sha256", ""))
+        if digest in seen:
+            continue
+        seen.add(digest)
+        shown = f"served/{digest}"
+        place = locate(images_dir, digest) if digest else Skip(shown, MISSING_FILE, "the record has no sha256")
+        if isinstance(place, Skip):
+            skipped.add(shown, "served_image_missing" if place.reason == MISSING_FILE else place.reason,
+                        f"request {record['request_id']}: {place.detail} in {paths.relative(images_dir)}")
+            continue
+        name = f"{SERVED_FOLDER}/{digest}{_SUFFIXES.get(str(record.get('format')), '')}"
+        target = out_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            copy_file(place.real, target)
+        except OSError as error:
+            skipped.add(shown, NOT_A_REGULAR_FILE, error.strerror or str(error))
+            continue
+        if file_sha256(target) != digest:
+            target.unlink()
+            skipped.add(shown, "sha256_mismatch", f"request {record['request_id']}: the file's bytes are another image")
+            continue
+        rows.append({"image_path": name, "label": labels[record["request_id"]]})
+    return IngestResult(pd.DataFrame(rows, columns=["image_path", "label"]), skipped, served=len(rows))
+
+
+def ingest(params: IngestParams, seed: int, out_dir: Path, served: ServedParams | None = None) -> IngestResult:
+    """Fill ``out_dir`` with ``images/`` from the configured source (and the labelled served images); return its manifest."""
     if params.source == "synthetic":
-        return IngestResult(generate(params.synthetic, seed, out_dir))
-    source = Path(params.path).expanduser()
-    source = source if source.is_absolute() else paths.ROOT / source
-    if params.source == "kaggle":
-        return from_kaggle(source, out_dir)
-    if params.source == "imagefolder":
-        return from_imagefolder(source, out_dir)
-    return from_csv(source, params.manifest, out_dir, params.path_column, params.label_column)
+        result = IngestResult(generate(params.synthetic, seed, out_dir))
+    else:
+        source = Path(params.path).expanduser()
+        source = source if source.is_absolute() else paths.ROOT / source
+        if params.source == "kaggle":
+            result = from_kaggle(source, out_dir)
+        elif params.source == "imagefolder":
+            result = from_imagefolder(source, out_dir)
+        else:
+            result = from_csv(source, params.manifest, out_dir, params.path_column, params.label_column)
+    if not params.served or served is None:
+        return result
+    extra = from_served(paths.in_repository(served.log_dir), paths.in_repository(served.images), out_dir)
+    result.skipped.extend(extra.skipped.rows)
+    return IngestResult(pd.concat([result.manifest, extra.manifest], ignore_index=True), result.skipped, extra.served)

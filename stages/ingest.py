@@ -21,12 +21,13 @@ def main() -> None:
     pipeline = load_params()
     params = pipeline.ingest
     with atomic_dir(paths.RAW) as staging:
-        result = ingest(params, pipeline.seed, staging)
+        result = ingest(params, pipeline.seed, staging, pipeline.served)
         write_csv_atomic(result.manifest, staging / paths.RAW_MANIFEST.name)
     write_csv_atomic(result.skipped.table(), paths.INGEST_SKIPPED)
     write_counts_atomic(result.skipped.counts(SKIP_REASONS), paths.stage_plots("ingest") / "skipped_by_reason.csv",
                         key="reason", value="files")
-    write_json_atomic({"source": params.source, "rows": len(result.manifest), "files_skipped": len(result.skipped)},
+    write_json_atomic({"source": params.source, "rows": len(result.manifest), "served": result.served,
+                       "files_skipped": len(result.skipped)},
                       paths.METRICS / "ingest.json")
     print(f"ingest: {len(result.manifest)} rows from source '{params.source}' -> {paths.relative(paths.RAW)}"
           + (f"; {len(result.skipped)} files skipped, listed in {paths.relative(paths.INGEST_SKIPPED)}"

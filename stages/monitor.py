@@ -1,6 +1,6 @@
 """Monitor (after deployment): is the served model still asked about images like those it was validated on?
 
-Reads the service's prediction log (``monitor.log_dir``, the service's ``SERVE_LOG_DIR``), groups
+Reads the service's prediction log (``served.log_dir``, the service's ``SERVE_LOG_DIR``), groups
 its records by the model version that answered, and compares each group with the validation
 split: per image statistic a KS test, and for the version in ``models/best`` (the same weights)
 the embeddings by a domain classifier (:mod:`lifecycle.monitoring`). Other versions are judged on
@@ -8,10 +8,10 @@ the statistics alone: the embeddings of another model are not comparable with th
 An empty or missing log passes, and says so.
 
 usage: python -m stages.monitor [--fail-on-drift]   (exit 1 on drift: for a scheduled job)
-in: monitor.log_dir, models/best, data/processed/split/val.npz
+in: served.log_dir, models/best, data/processed/split/val.npz
 out: metrics/monitor.json (the verdict), plots/monitor/drift.csv (every test), plots/monitor/class_ratio.csv
      (the predicted-class share per hour or day), plots/monitor/drift.png (served against validation)
-params: monitor.*, numerics
+params: served.log_dir, monitor.*, numerics, seed
 """
 from __future__ import annotations
 
@@ -35,9 +35,9 @@ def reference(val_images) -> tuple[dict, str, list[str]]:
     model, spec = load_model(paths.BEST_MODEL)
     tap = PenultimateTap(model)
     _, embeddings = tap.embed(lambda: class_probabilities(model, val_images, spec))
-    described = dict(monitoring.image_statistics(val_images))
+    described = dict(prediction_log.image_statistics(val_images))
     if embeddings is not None:
-        described["embedding"] = monitoring.project(embeddings)
+        described["embedding"] = prediction_log.project(embeddings)
     return described, weights_digest(paths.BEST_MODEL / WEIGHTS_FILE), list(spec.classes)
 
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     pipeline = load_params()
     params = pipeline.monitor
-    log_dir = paths.ROOT / params.log_dir
+    log_dir = paths.in_repository(pipeline.served.log_dir)
     found = prediction_log.read_log(log_dir) if log_dir.is_dir() else prediction_log.LogRead()
     val = read_arrays(paths.VAL)
     described, digest, classes = reference(val["images"])

@@ -191,3 +191,26 @@ def test_under_gunicorns_two_workers_metrics_and_the_log_count_every_request_onc
     assert found.unreadable == 0 and len(prediction_log.log_files(tmp_path / "log")) > 1  # rotated, both workers
     assert sorted((r["request_id"], r["index"]) for r in found.records) == sorted(
         (a["request_id"], i) for a in answers for i in range(2))
+
+
+def test_labelled_served_images_become_ingest_rows_checked_against_their_sha256(model_dir, tmp_path):
+    from lifecycle.sources import from_served
+
+    log_dir = tmp_path / "served"
+    app, client = serve(model_dir, log_dir, SERVE_KEEP_IMAGES=True)
+    labelled, unlabelled, lost, forged = (predict(client, png(seed)) for seed in (20, 21, 22, 23))
+    logged(app, log_dir)
+    for answer, label in ((labelled, "dog"), (lost, "cat"), (forged, "cat")):
+        assert client.post("/feedback", json={"request_id": answer["request_id"], "label": label}).status_code == 200
+    records = {r["request_id"]: r for r in prediction_log.read_log(log_dir).records}
+    (log_dir / "images" / records[lost["request_id"]]["sha256"]).unlink()
+    (log_dir / "images" / records[forged["request_id"]]["sha256"]).write_bytes(png(99))
+    result = from_served(log_dir, log_dir / "images", tmp_path / "raw")
+    digest = records[labelled["request_id"]]["sha256"]
+    assert result.manifest.to_dict("records") == [{"image_path": f"images/served/{digest}.png", "label": "dog"}]
+    assert (tmp_path / "raw" / "images" / "served" / f"{digest}.png").read_bytes() == png(20)
+    assert result.served == 1
+    reasons = {skip.path: skip.reason for skip in result.skipped.rows}
+    assert reasons == {f"served/{records[lost['request_id']]['sha256']}": "served_image_missing",
+                       f"served/{records[forged['request_id']]['sha256']}": "sha256_mismatch"}
+    assert not (tmp_path / "raw" / "images" / "served" / f"{records[forged['request_id']]['sha256']}.png").exists()

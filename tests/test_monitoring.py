@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lifecycle import monitoring
+from lifecycle import monitoring, prediction_log
 from lifecycle.monitoring import Thresholds
 
 
@@ -16,7 +16,7 @@ def images(count: int, seed: int, brightness: float = 0.5, red: float = 0.0) -> 
 
 
 def described(batch: np.ndarray, embedding: np.ndarray | None = None) -> dict:
-    found = dict(monitoring.image_statistics(batch))
+    found = dict(prediction_log.image_statistics(batch))
     if embedding is not None:
         found["embedding"] = embedding
     return found
@@ -26,7 +26,7 @@ def test_statistics_are_per_image_and_in_unit_range():
     batch = np.zeros((2, 4, 4, 3), dtype=np.uint8)
     batch[1] = 255
     batch[1, :, :, 2] = 0  # yellow
-    stats = monitoring.image_statistics(batch)
+    stats = prediction_log.image_statistics(batch)
     assert stats["brightness"].tolist() == pytest.approx([0.0, 0.886])
     assert stats["contrast"].tolist() == [0.0, 0.0]
     assert (stats["red"].tolist(), stats["blue"].tolist()) == ([0.0, 1.0], [0.0, 0.0])
@@ -34,9 +34,9 @@ def test_statistics_are_per_image_and_in_unit_range():
 
 def test_the_projection_is_fixed_per_width_and_keeps_the_dims():
     embeddings = np.random.default_rng(0).normal(size=(5, 64))
-    assert monitoring.project(embeddings).shape == (5, monitoring.EMBEDDING_DIMS)
-    assert np.array_equal(monitoring.project(embeddings), monitoring.project(embeddings.copy()))
-    assert not np.array_equal(monitoring.projection(64), monitoring.projection(65)[:64])
+    assert prediction_log.project(embeddings).shape == (5, prediction_log.EMBEDDING_DIMS)
+    assert np.array_equal(prediction_log.project(embeddings), prediction_log.project(embeddings.copy()))
+    assert not np.array_equal(prediction_log.projection(64), prediction_log.projection(65)[:64])
 
 
 def test_the_same_distribution_is_no_drift_and_a_darker_one_is_drift_on_brightness():

@@ -45,6 +45,12 @@ INGEST_SKIPPED = REPORTS / "ingest_skipped.csv"
 PREPROCESS_DROPPED = REPORTS / "preprocess_dropped.csv"
 
 
+def in_repository(name: str) -> Path:
+    """A path from params.yaml: relative to the repository root, or absolute (``~`` expanded)."""
+    path = Path(name).expanduser()
+    return path if path.is_absolute() else ROOT / path
+
+
 def relative(path: Path) -> str:
     """``path`` as the user sees it: relative to the repository root when inside it."""
     try:

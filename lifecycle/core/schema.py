@@ -72,6 +72,7 @@ class SyntheticParams(Section):
 
 class IngestParams(Section):
     source: Literal["synthetic", "kaggle", "imagefolder", "csv"]
+    served: bool
     path: str
     manifest: str
     path_column: str
@@ -231,8 +232,12 @@ class SelectParams(Section):
     alpha: float = Field(gt=0.0, lt=1.0)
 
 
-class MonitorParams(Section):
+class ServedParams(Section):
     log_dir: str = Field(min_length=1)
+    images: str = Field(min_length=1)
+
+
+class MonitorParams(Section):
     alpha: float = Field(gt=0.0, lt=1.0)
     auc_threshold: float = Field(gt=0.5, lt=1.0)
     min_images: int = Field(ge=2)
@@ -275,6 +280,7 @@ class PipelineParams(Section):
     transfer: TransferParams
     evaluate: EvaluateParams
     select: SelectParams
+    served: ServedParams
     monitor: MonitorParams
     promote: PromoteParams
 
