@@ -204,6 +204,35 @@ def oldest_time(folder: Path) -> str | None:
     return None
 
 
+class LabelRefused(Exception):
+    """A label that cannot be recorded: ``status`` 404 (no such request) or 400 (not one of its classes)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def label_request(folder: Path, request_id: str, label: str, source: str, time: str) -> int:
+    """Record ``label`` for ``request_id`` after checking both; returns how many images it labels.
+
+    The one rule for ``POST /feedback`` and a labelling tool's CSV: the request must be in the
+    kept log (else :class:`LabelRefused` 404, saying whether it was rotated away) and the label
+    one of the classes of the model that answered it (else 400).
+    """
+    found = find(folder, request_id)
+    if not found:
+        oldest = oldest_time(folder)
+        why = (f"its oldest kept record is from {oldest}; older ones were rotated away (SERVE_LOG_BACKUPS)"
+               if oldest else "the prediction log is empty")
+        raise LabelRefused(f"request_id {request_id!r} is not in the prediction log ({why}).", 404)
+    classes = list(found[0].get("probabilities") or {})
+    if label not in classes:
+        raise LabelRefused(f"label {label!r} is not one of the classes of the model that answered: "
+                           f"{', '.join(classes)}.", 400)
+    record_label(folder, request_id, label, source, time)
+    return len(found)
+
+
 def record_label(folder: Path, request_id: str, label: str, source: str, time: str) -> None:
     """Append one feedback label (the last one for a request counts). Raises OSError."""
     folder = Path(folder)

@@ -292,18 +292,11 @@ def _register_routes(app: Flask, served: ServedModel, settings: Settings) -> Non
         request_id, label = body["request_id"].strip(), body["label"].strip()
         if writer is not None:
             writer.flush(timeout=2.0)  # this worker's answers still on their way to the log
-        found = prediction_log.find(settings.log_dir, request_id)
-        if not found:
-            oldest = prediction_log.oldest_time(settings.log_dir)
-            why = (f"its oldest kept record is from {oldest}; older ones were rotated away (SERVE_LOG_BACKUPS)"
-                   if oldest else "the prediction log is empty")
-            raise BadRequest(f"request_id {request_id!r} is not in the prediction log ({why}).", 404)
-        classes = list(found[0].get("probabilities") or {})
-        if label not in classes:
-            raise BadRequest(f"label {label!r} is not one of the classes of the model that answered: "
-                             f"{', '.join(classes)}.")
-        prediction_log.record_label(settings.log_dir, request_id, label, "api", _now())
-        return jsonify({"request_id": request_id, "label": label, "images": len(found)})
+        try:
+            images = prediction_log.label_request(settings.log_dir, request_id, label, "api", _now())
+        except prediction_log.LabelRefused as refused:
+            raise BadRequest(str(refused), refused.status) from None
+        return jsonify({"request_id": request_id, "label": label, "images": images})
 
     @app.get("/metrics")
     def prometheus():

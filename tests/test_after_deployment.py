@@ -214,3 +214,24 @@ def test_labelled_served_images_become_ingest_rows_checked_against_their_sha256(
     assert reasons == {f"served/{records[lost['request_id']]['sha256']}": "served_image_missing",
                        f"served/{records[forged['request_id']]['sha256']}": "sha256_mismatch"}
     assert not (tmp_path / "raw" / "images" / "served" / f"{records[forged['request_id']]['sha256']}.png").exists()
+
+
+def test_a_labelling_tools_csv_is_checked_and_recorded_like_the_endpoint(model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.test_serving import ROOT
+
+    log_dir = tmp_path / "served"
+    app, client = serve(model_dir, log_dir)
+    first, second = predict(client, png(30)), predict(client, png(31))
+    logged(app, log_dir)
+    client.post("/feedback", json={"request_id": first["request_id"], "label": "dog"})
+    labels = tmp_path / "export.csv"
+    labels.write_text(f"request_id,label\n{first['request_id']},cat\n{second['request_id']},horse\n{'f' * 32},dog\n")
+    run = subprocess.run([sys.executable, "-m", "serving.feedback", str(labels), "--log-dir", str(log_dir)],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 1
+    assert "1 label(s) recorded" in run.stdout
+    assert "export.csv:3: label 'horse' is not one of" in run.stderr and "export.csv:4: request_id" in run.stderr
+    assert prediction_log.labels(log_dir) == {first["request_id"]: "cat"}  # the CSV came later: its label counts
