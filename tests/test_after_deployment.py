@@ -147,7 +147,8 @@ def test_under_gunicorns_two_workers_metrics_and_the_log_count_every_request_onc
 
     import requests
 
-    from tests.test_serving import ROOT, free_port, wait_for
+    from tests.servers import free_port, wait_until_up
+    from tests.test_serving import ROOT
 
     port = free_port()
     env = dict(os.environ, SERVE_MODEL=str(model_dir), SERVE_TORCH_THREADS="1", SERVE_BIND=f"127.0.0.1:{port}",
@@ -157,7 +158,7 @@ def test_under_gunicorns_two_workers_metrics_and_the_log_count_every_request_onc
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(f"{url}/health", process)
+        wait_until_up(process, f"{url}/health")
 
         def scrape() -> dict:
             text = requests.get(f"{url}/metrics", timeout=30).text

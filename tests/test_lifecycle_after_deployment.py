@@ -13,7 +13,7 @@ import requests
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.test_serving import free_port, wait_for
+from tests.servers import free_port, wait_until_up
 
 # A bigger tiny dataset than the default copy's, so the validation split (the reference) has
 # enough images for the drift tests; thresholds stay the committed ones but for min_images.
@@ -70,7 +70,7 @@ def test_serve_drift_feedback_retrain_and_the_gate(repo_copy):
         return ids
 
     try:
-        wait_for(f"{url}/health", server)
+        wait_until_up(server, f"{url}/health")
         before = scrape(url)
 
         # 2-3. the training distribution: no drift; a shifted one: drift
