@@ -89,6 +89,8 @@ def parse_args() -> argparse.Namespace:
                         "(another checkout, no proxy), clean and with the stalled connections")
     parser.add_argument("--rounds", type=int, default=1, help="repeat every server's runs this many times, interleaved")
     parser.add_argument("--no-mlflow", action="store_true", help="measure only this service")
+    parser.add_argument("--log-off-too", action="store_true",
+                        help="also measure the service with its prediction log off (SERVE_PREDICTION_LOG=0), interleaved")
     parser.add_argument("--output", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
     if min(args.requests, args.concurrency, args.workers, args.rounds) < 1 or args.stalled < 0:
@@ -279,6 +281,7 @@ def load(send, total: int, concurrency: int, max_seconds: float) -> dict:
             "error_kinds": sorted(set(errors))}
 
 
+LOG_OFF = "this service, prediction log off"
 SERVICE = "nginx + gunicorn"
 BASELINE = "baseline: gunicorn -c DIR/serving/gunicorn.conf.py"
 STALLED_RUN_CLIENT_TIMEOUT = 10.0  # seconds a client waits for an answer in the runs with stalled connections
@@ -330,7 +333,7 @@ def main() -> None:
         save_mlflow_model(model_dir, mlflow_dir)
         save_image_pyfunc(model_dir, pyfunc_dir)
 
-    env.update(SERVE_WORKERS=str(args.workers))
+    env.update(SERVE_WORKERS=str(args.workers), SERVE_LOG_DIR=str(scratch / "served"))  # never the repository's log
 
     def mlflow_serve(folder: Path, port: int):
         command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(folder), "--env-manager", "local",
@@ -342,6 +345,10 @@ def main() -> None:
         TENSOR_MLFLOW: (mlflow_serve(mlflow_dir, mlflow_port), mlflow_port),
         IMAGE_PYFUNC: (mlflow_serve(pyfunc_dir, pyfunc_port), pyfunc_port),
     }
+    if args.log_off_too:
+        log_off_port = free_port()
+        servers[LOG_OFF] = (lambda: start_service(ROOT, dict(env, SERVE_PREDICTION_LOG="0"), log_off_port, scratch,
+                                                  behind_nginx=True), log_off_port)
     if args.no_mlflow:
         del servers[TENSOR_MLFLOW], servers[IMAGE_PYFUNC]
     if args.baseline_root:
@@ -390,6 +397,11 @@ def main() -> None:
             print(f"{name}: {r['stalled']}")
     print()
     print_comparisons(results)
+    if args.log_off_too:
+        on = [r["requests_per_second"] for n, r in results.items() if n.startswith(SERVICE) and "stalled" not in n]
+        off = [r["requests_per_second"] for n, r in results.items() if n.startswith(LOG_OFF) and "stalled" not in n]
+        ratio = float(np.median(on)) / float(np.median(off))
+        print(f"prediction log on / off, median req/s: {np.median(on):.1f} / {np.median(off):.1f} = {ratio:.3f}")
     print("1-minute load average after each run: " + ", ".join(
         f"{name} {r['load_average_after']}" for name, r in results.items()) + f" ({os.cpu_count()} CPUs)")
     if args.output:

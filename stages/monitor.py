@@ -7,7 +7,7 @@ the embeddings by a domain classifier (:mod:`lifecycle.monitoring`). Other versi
 the statistics alone: the embeddings of another model are not comparable with this one's.
 An empty or missing log passes, and says so.
 
-usage: python -m stages.monitor [--fail-on-drift]   (exit 1 on drift: for a scheduled job)
+usage: python -m stages.monitor [--fail-on-drift] [--log-dir DIR]   (exit 1 on drift: for a scheduled job)
 in: served.log_dir, models/best, data/processed/split/val.npz
 out: metrics/monitor.json (the verdict), plots/monitor/drift.csv (every test), plots/monitor/class_ratio.csv
      (the predicted-class share per hour or day), plots/monitor/drift.png (served against validation)
@@ -44,10 +44,11 @@ def reference(val_images) -> tuple[dict, str, list[str]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.monitor", description=__doc__.split("\n\n")[0])
     parser.add_argument("--fail-on-drift", action="store_true", help="exit 1 when any model version drifted")
+    parser.add_argument("--log-dir", help="judge this prediction log instead of served.log_dir (a scheduled job's)")
     args = parser.parse_args(argv)
     pipeline = load_params()
     params = pipeline.monitor
-    log_dir = paths.in_repository(pipeline.served.log_dir)
+    log_dir = paths.in_repository(args.log_dir or pipeline.served.log_dir)
     found = prediction_log.read_log(log_dir) if log_dir.is_dir() else prediction_log.LogRead()
     val = read_arrays(paths.VAL)
     described, digest, classes = reference(val["images"])
