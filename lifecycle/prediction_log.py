@@ -7,9 +7,9 @@ drift apart. Feedback (``POST /feedback``, or a labelling tool's CSV of ``reques
 is appended to ``feedback.jsonl`` in the same folder, never rotated; the last label given for
 a request counts (:func:`labels`).
 
-Layout, in one folder (``serve.log_dir``): ``predictions.jsonl`` is written; when it would
+Layout, in one folder (``served.log_dir``): ``predictions.jsonl`` is written; when it would
 pass ``max_bytes`` it becomes ``predictions.1.jsonl``, the older ones shift up, and at most
-``backups`` of them are kept. Records never span two files.
+``backups`` of them are kept. A request's records never span two files.
 
 Safe under gunicorn's several worker processes and their threads at once: a record is one
 ``write`` of a whole line to a file opened with ``O_APPEND``, under an exclusive lock on
@@ -18,13 +18,16 @@ one incomplete last line, which :func:`read_log` skips and counts; the next writ
 new line (it checks that the file ends with a newline).
 
 Writing never slows or fails a request: :meth:`PredictionLog.submit` hands records to a
-background thread through a bounded queue. A full queue or a failed write (a disk that
-refuses) drops the records and counts them in :attr:`PredictionLog.failures`.
+background thread through a bounded queue, which writes whatever is waiting in one locked
+append. A full queue or a failed write (a disk that refuses) drops the records and counts
+them in :attr:`PredictionLog.failures`.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import itertools
 import json
 import os
 import queue
@@ -59,10 +62,16 @@ def image_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
             "red": means[:, 0], "green": means[:, 1], "blue": means[:, 2]}
 
 
+@functools.lru_cache(maxsize=8)
 def projection(width: int, dims: int = EMBEDDING_DIMS) -> np.ndarray:
-    """The fixed (width, dims) Gaussian projection for embeddings of ``width``: the same in every process."""
+    """The fixed (width, dims) Gaussian projection for embeddings of ``width``: the same in every process.
+
+    Drawn once per width and process (drawing it took most of a request's logging time), read-only.
+    """
     generator = np.random.default_rng([0x5EED, width, dims])
-    return generator.standard_normal((width, dims)) / np.sqrt(dims)
+    matrix = generator.standard_normal((width, dims)) / np.sqrt(dims)
+    matrix.flags.writeable = False
+    return matrix
 
 
 def project(embeddings: np.ndarray, dims: int = EMBEDDING_DIMS) -> np.ndarray:
@@ -124,19 +133,30 @@ def _lines(records: Iterable[Mapping[str, Any]]) -> bytes:
 
 
 def append(folder: Path, records: Iterable[Mapping[str, Any]], max_bytes: int, backups: int) -> None:
-    """Append ``records`` as JSON lines, rotating first if they would pass ``max_bytes``. Raises OSError."""
+    """Append ``records`` as JSON lines, rotating whenever the next request's would pass ``max_bytes``. Raises OSError.
+
+    The records of one request (consecutive, one ``request_id``) stay in one file, and a file
+    never passes ``max_bytes`` but for one request larger than it, alone in its file.
+    """
     folder = Path(folder)
-    data = _lines(records)
-    if not data:
+    lines = [_lines(group) for _, group in itertools.groupby(records, key=lambda record: record.get("request_id"))]
+    if not lines:
         return
     folder.mkdir(parents=True, exist_ok=True)
     current = folder / f"{LOG_NAME}{SUFFIX}"
     with _locked(folder):
         size = current.stat().st_size if current.exists() else 0
-        if size and size + len(data) > max_bytes:
-            _rotate(folder, backups)
-            size = 0
-        _append_to(current, data, size)
+        chunk: list[bytes] = []
+        pending = 0
+        for line in lines:
+            if size + pending + len(line) > max_bytes and (size or chunk):
+                if chunk:
+                    _append_to(current, b"".join(chunk), size)
+                _rotate(folder, backups)
+                size, chunk, pending = 0, [], 0
+            chunk.append(line)
+            pending += len(line)
+        _append_to(current, b"".join(chunk), size)
 
 
 def _append_to(path: Path, data: bytes, size: int) -> None:
@@ -336,16 +356,31 @@ class PredictionLog:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if isinstance(item, threading.Event):
-                item.set()
-                continue
-            records, images = item
-            try:
-                keep_images(self.folder / IMAGES, images)
-                append(self.folder, records, self.max_bytes, self.backups)
-            except Exception as error:  # noqa: BLE001 - a log failure never reaches a request
-                self._failed(len(records), error)
+        """Write what is queued, everything waiting at once: one lock and one write per batch, not per request."""
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < 256:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            records, images, flushes = [], {}, []
+            for item in batch:
+                if isinstance(item, threading.Event):
+                    flushes.append(item)
+                elif item is not None:
+                    records += item[0]
+                    images.update(item[1])
+            if records:
+                try:
+                    keep_images(self.folder / IMAGES, images)
+                    append(self.folder, records, self.max_bytes, self.backups)
+                except Exception as error:  # noqa: BLE001 - a log failure never reaches a request
+                    self._failed(len(records), error)
+            for flushed in flushes:
+                flushed.set()
+            if any(item is None for item in batch):
+                return
 
     def _failed(self, count: int, error: BaseException | None) -> None:
         self.failures += count

@@ -74,7 +74,7 @@ def test_the_writer_never_raises_into_a_request_and_counts_what_a_refusing_disk_
     assert writer.flush()
     writer.close()
     assert writer.failures == 3
-    assert [n for n, _ in failures] == [2, 1] and all(isinstance(e, OSError) for _, e in failures)
+    assert sum(n for n, _ in failures) == 3 and all(isinstance(e, OSError) for _, e in failures)
 
 
 def test_the_writer_appends_in_the_background_what_was_submitted(tmp_path: Path):
@@ -101,3 +101,10 @@ def test_a_request_is_found_in_any_kept_file_and_the_last_label_counts(tmp_path:
     log.record_label(tmp_path, "0-29", "cat", "api", "t2")
     log.record_label(tmp_path, oldest, "cat", "csv", "t3")
     assert log.labels(tmp_path) == {oldest: "cat", "0-29": "cat"}
+
+
+def test_one_large_batch_is_split_across_files_none_past_the_limit(tmp_path: Path):
+    log.append(tmp_path, [record(2, number) for number in range(30)], max_bytes=2_000, backups=100)
+    files = log.log_files(tmp_path)
+    assert len(files) > 3 and all(path.stat().st_size <= 2_000 for path in files)
+    assert [r["request_id"] for r in log.read_log(tmp_path).records] == [f"2-{n}" for n in range(30)]
