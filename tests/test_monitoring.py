@@ -103,3 +103,25 @@ def test_the_tap_gives_each_thread_its_own_embeddings_from_the_same_forward_pass
         assert np.allclose(torch.softmax(logits.double(), 1).numpy(), probabilities, atol=1e-5)
     assert class_probabilities(model, batches[0], spec).shape == (3, 2)  # outside capturing: nothing kept
     assert PenultimateTap(lambda batch: batch).available is False
+
+
+def test_a_log_of_two_model_versions_is_judged_per_version_whatever_their_embeddings():
+    batch = images(60, 5)
+    stats = prediction_log.image_statistics(batch)
+
+    def record(i: int, version: str, embedding) -> dict:
+        return {"model": {"name": "m", "version": version}, "time": f"2026-12-06T0{i % 3}:00",
+                "label": "cat" if i % 4 else "dog", "embedding": embedding,
+                "statistics": {name: float(values[i]) for name, values in stats.items()}}
+
+    log = [record(i, "1", [0.0] * 8) for i in range(30)] + [record(i, "2", [0.0] * 16) for i in range(30, 60)]
+    log.insert(5, {"request_id": "torn"})  # no model or statistics: not a served image's record
+    groups = monitoring.by_version(log)
+    assert list(groups) == ["m 1", "m 2"] and [len(g) for g in groups.values()] == [30, 30]
+    old, new = (monitoring.served_description(group) for group in groups.values())
+    assert old["embedding"].shape == (30, 8) and new["embedding"].shape == (30, 16)
+    reference = {**stats, "embedding": np.zeros((60, 16), dtype=np.float32)}
+    assert "embedding" not in monitoring.judge(reference, old, Thresholds(min_images=20))  # another width: statistics only
+    rows = monitoring.class_ratio_over_time(log, ["cat", "dog"], "hour")
+    assert [row["time"] for row in rows] == ["2026-12-06T00", "2026-12-06T01", "2026-12-06T02"]
+    assert sum(row["images"] for row in rows) == 60 and all(abs(row["cat"] + row["dog"] - 1) < 1e-9 for row in rows)
