@@ -61,7 +61,7 @@ from lifecycle.core import paths
 from lifecycle.core.errors import UserError
 from lifecycle.core.images import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageTooLargeError
 from lifecycle.inference import Predictor
-from serving import metrics
+import serving.metrics as metrics
 from serving.last_good import LastGood
 from serving.model_source import ServedModel, State
 

@@ -35,7 +35,7 @@ from lifecycle.core import paths
 from lifecycle.core.errors import UserError
 from lifecycle.inference import ModelIdentity, Predictor
 from lifecycle.models import SIDECAR_FILE, WEIGHTS_FILE
-from serving import metrics
+import serving.metrics as metrics
 from serving.last_good import LastGood, first_line, load_failure, load_folder
 from tracking.mlflow_model import is_mlflow_source, load_model_source
 from tracking.registry import Registry, RegistryUnavailable

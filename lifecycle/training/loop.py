@@ -23,7 +23,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,9 +33,11 @@ from torch.utils.data import DistributedSampler
 
 from lifecycle.core import numerics
 from lifecycle.core.progress import progress
-from lifecycle.core.schema import FitSection
 from lifecycle.models import image_preparer, predict_logits
 from lifecycle.training.runtime import Cluster, batch_seed
+
+if TYPE_CHECKING:  # the loop runs without pydantic (benchmarks/training_throughput.py needs only torch)
+    from lifecycle.core.schema import FitSection
 
 # (uint8 images (N, 3, H, W) and labels (N,) on the training device, a CPU generator for the
 # batch's random draws) -> (images, labels): augmentation, the rotation pretext
