@@ -331,19 +331,21 @@ class PredictionLog:
         self.backups = backups
         self.failures = 0          # records dropped: a failed write or a full queue
         self._on_failure = on_failure
-        self._queue: queue.Queue[tuple[list, dict] | threading.Event | None] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[tuple[Callable, int] | threading.Event | None] = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
     def submit(self, records: list[Mapping[str, Any]], images: Mapping[str, bytes] | None = None) -> None:
-        """Queue ``records`` (and ``images``: sha256 -> bytes, to keep) for the log; returns at once.
+        """Queue ``records`` (and ``images``: sha256 -> bytes, to keep) for the log; returns at once."""
+        self.submit_later(lambda: (records, dict(images or {})), len(records))
 
-        A full queue drops them, counted as failures.
-        """
+    def submit_later(self, build: Callable[[], tuple[list[Mapping[str, Any]], dict[str, bytes]]], count: int) -> None:
+        """Queue ``build`` (returning the records and the images to keep), which the writer's thread calls:
+        a request pays only for the queueing. A full queue drops them, counted as ``count`` failures."""
         try:
-            self._queue.put_nowait((records, dict(images or {})))
+            self._queue.put_nowait((build, count))
         except queue.Full:
-            self._failed(len(records), None)
+            self._failed(count, None)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far is written (or dropped); False on timeout."""
@@ -369,8 +371,14 @@ class PredictionLog:
                 if isinstance(item, threading.Event):
                     flushes.append(item)
                 elif item is not None:
-                    records += item[0]
-                    images.update(item[1])
+                    build, count = item
+                    try:
+                        built, kept = build()
+                    except Exception as error:  # noqa: BLE001 - a record that cannot be made is counted, not raised
+                        self._failed(count, error)
+                        continue
+                    records += built
+                    images.update(kept)
             if records:
                 try:
                     keep_images(self.folder / IMAGES, images)

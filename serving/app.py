@@ -266,16 +266,17 @@ def _register_routes(app: Flask, served: ServedModel, settings: Settings) -> Non
         metrics.IMAGES.observe(len(answers))
         for answer in answers:
             metrics.PREDICTIONS.labels(answer["label"]).inc()
-        if writer is not None:
-            try:
-                identity = predictor.identity
-                model_fields = {"name": identity.name, "version": identity.version, "source": identity.source,
-                                "digest": identity.digest or ""}
-                records = prediction_log.records(request_id, _now(), model_fields, uploads, images, answers, embeddings)
-                kept = {record["sha256"]: data for record, (_, data) in zip(records, uploads)} if settings.keep_images else None
-                writer.submit(records, kept)
-            except Exception as error:  # noqa: BLE001 - the log never fails an answer
-                _log_failed(len(answers), error)
+        if writer is not None:  # the records are made on the writer's thread, not this request's
+            identity, now = predictor.identity, _now()
+            model_fields = {"name": identity.name, "version": identity.version, "source": identity.source,
+                            "digest": identity.digest or ""}
+
+            def build() -> tuple[list[dict[str, Any]], dict[str, bytes]]:
+                records = prediction_log.records(request_id, now, model_fields, uploads, images, answers, embeddings)
+                kept = {r["sha256"]: data for r, (_, data) in zip(records, uploads)} if settings.keep_images else {}
+                return records, kept
+
+            writer.submit_later(build, len(answers))
         if len(answers) == 1:
             return jsonify({**answers[0], "request_id": request_id, "model": _short_identity(predictor)})
         return jsonify({
