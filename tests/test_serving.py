@@ -138,7 +138,7 @@ def test_predict_answers_the_seed_shape_through_the_training_path(client, model_
     response = client.post("/predict", data=upload((data, "pet.jpg")))
     assert response.status_code == 200, response.json
     body = response.json
-    assert set(body) == {"prediction", "label", "probabilities", "model"}
+    assert set(body) == {"prediction", "label", "probabilities", "request_id", "model"}
     expected = offline_probabilities(model_dir, data)
     assert list(body["probabilities"]) == CLASSES
     np.testing.assert_allclose([body["probabilities"][c] for c in CLASSES], expected, atol=2e-6)
@@ -164,7 +164,7 @@ def test_several_images_are_answered_as_one_batch_in_order(client):
     response = client.post("/predict", data=upload(*files))
     assert response.status_code == 200, response.json
     body = response.json
-    assert set(body) == {"predictions", "model"}
+    assert set(body) == {"request_id", "predictions", "model"}
     assert [p["filename"] for p in body["predictions"]] == ["pet0.png", "pet1.png", "pet2.png"]
     for (data, name), answer in zip(files, body["predictions"]):
         single = client.post("/predict", data=upload((data, name))).json

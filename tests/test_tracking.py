@@ -81,10 +81,10 @@ def runs_of(client, experiment=store.EXPERIMENT):
 
 
 def assert_run_matches_files(client, run_id: str, root: Path, tmp_path: Path) -> None:
-    """The run holds exactly what params.yaml (but the gate's promote.*), metrics/, plots/ and models/best say."""
+    """The run holds exactly what params.yaml (but the keys that are no part of a state), metrics/, plots/ and models/best say."""
     run = client.get_run(run_id)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    assert run.data.params == expected_params({key: value for key, value in params.items() if key != "promote"})
+    assert run.data.params == expected_params({key: value for key, value in params.items() if key not in snapshot.NOT_STATE_PARAMS})
 
     scalars, curves = expected_metrics(root)
     assert set(run.data.metrics) == set(scalars) | set(curves)

@@ -4,8 +4,9 @@ in: a folder holding a state: ``params.yaml``, ``dvc.lock``, ``metrics/**``, ``p
 ``reports/**``, ``models/best/`` (the workspace, DVC's temporary copy of an experiment, or a
 past revision read through DVC). out: a :class:`Snapshot`:
 
-- params: every key of params.yaml but the promotion gate's (:data:`NOT_STATE_PARAMS`: they
-  describe the registry's gate, not a model), flattened with dots (``seed``, ``augment.hflip``);
+- params: every key of params.yaml but those of the gate and of monitoring the served model
+  (:data:`NOT_STATE_PARAMS`: they describe the registry and the deployment, not a model; whether
+  served images join the data is ``ingest.served``), flattened with dots (``seed``, ``augment.hflip``);
 - metrics: every number in metrics/, named ``<file under metrics/ without extension>/<key.path>``
   (``split/train.images``); DVCLive curves (``metrics/<d>/plots/metrics/<name>.tsv``) as
   stepped metrics ``<d>/<name>``; lists of numbers or of records as stepped metrics. These
@@ -35,9 +36,10 @@ from lifecycle.core import paths
 from lifecycle.core.errors import UserError
 from lifecycle.core.io import file_sha256
 
-# Top-level params.yaml keys that are not part of a pipeline state: the promotion gate's settings.
-# The mirror stage's params in dvc.yaml leave them out too, so changing them re-mirrors nothing.
-NOT_STATE_PARAMS = ("promote",)
+# Top-level params.yaml keys that are not part of a pipeline state: the promotion gate's settings,
+# and where the service's log is and how monitor judges it. The mirror stage's params in dvc.yaml
+# leave them out too, so changing them re-mirrors nothing.
+NOT_STATE_PARAMS = ("promote", "served", "monitor")
 _MAX_KEY = 250
 _MAX_PARAM_VALUE = 6000
 _STEP_COLUMNS = ("step", "epoch")
