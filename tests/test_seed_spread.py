@@ -11,7 +11,7 @@ from scripts.seed_spread import is_headline, param_columns, seed_runs, spread
 from tests.test_pipeline_data import stages_run
 
 MODEL_STAGES = {"check_params", "pretrain", "train", "finetune", "frozen_features", "transfer",
-                "evaluate@train", "evaluate@finetune", "evaluate@transfer", "select", "predict", "mirror"}
+                "evaluate@train", "evaluate@finetune", "evaluate@transfer", "select", "predict", "monitor", "mirror"}
 
 
 def row(typ: str, model_seed: int, accuracy: float, **params) -> dict:
